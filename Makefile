@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu
+
+.PHONY: run test test-fast venv system-packages device clean
+
+run: $(VENV)/.installed
+	$(PY) compile.py --target rpi4
+
+test: $(VENV)/.installed system-packages device
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not emulated and not slow"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Debian packages the tests need: qemu-user + debootstrap (emulated Pi), the GNU cross linker.
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The emulated Raspberry Pi 4 (arm64 Debian + aarch64 TVM runtime), built once into ~/.cache.
+device: $(VENV)/.installed system-packages
+	$(PY) -m compiler.emulator setup
+
+clean:
+	rm -rf build dist .pytest_cache

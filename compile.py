@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Compile AttendNeXt (or any ONNX vision model) into a shared library for an ARM board.
+
+    python compile.py --target rpi4                    # AttendNeXt -> dist/attendnext-rpi4/
+    python compile.py --target rpi4 --verify           # ... and check it on the (emulated) Pi
+    python compile.py --model net.onnx --target rpi5 --input-shape input=1,3,224,224
+    python compile.py --list-targets
+
+This file only parses arguments; the work is `compiler.api.compile_model`.
+"""
+import argparse
+import sys
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="compile.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
+    parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
+    parser.add_argument("--model", help="an ONNX file (default: AttendNeXt, exported from compiler/attendnext.py)")
+    parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
+                        help="static shape for a model input (repeatable); needed for dynamic dimensions")
+    parser.add_argument("--weights", help="AttendNeXt state dict (.pt); default: seeded initialisation")
+    parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
+    parser.add_argument("--fusion", default="stock", help="fusion mode (stock)")
+    parser.add_argument("--linker", choices=["gnu", "zig"], help="cross linker (default: gnu when installed)")
+    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<model>)")
+    parser.add_argument("--allow-emulated-logs", action="store_true",
+                        help="apply a database measured under emulation to a real board's build")
+    parser.add_argument("--verify", action="store_true", help="run on the device and compare with ONNX Runtime")
+    parser.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of real devices (default: emulated Pi)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed by --verify")
+    parser.add_argument("--dump-ir", metavar="DIR", help="write the IR after each phase into DIR")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from compiler import targets
+    from compiler.errors import DeviceError, UserError
+
+    try:
+        if args.list_targets:
+            print(targets.describe_all())
+            return 0
+        from compiler.api import CompileOptions, compile_model
+        from compiler.onnx_model import parse_input_shapes
+
+        options = CompileOptions(
+            target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
+            out=args.out, weights=args.weights, fusion=args.fusion, linker=args.linker, database=args.database,
+            allow_emulated_logs=args.allow_emulated_logs, verify=args.verify, tracker=args.tracker,
+            tolerance=args.tolerance, dump_ir=args.dump_ir)
+        result = compile_model(options)
+    except (UserError, DeviceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        return 130
+    return 1 if result.verified is False else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The Python API behind `compile.py`: ONNX (or AttendNeXt) -> Relax -> fused -> tuned -> .so + sidecar.
+
+    from compiler.api import CompileOptions, compile_model
+    result = compile_model(CompileOptions(target="rpi4", verify=True))
+"""
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import artifact, linker, onnx_model, pipeline, targets, tuning_db
+from .errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class CompileOptions:
+    target: str = "rpi4"
+    model: Optional[str] = None  # an ONNX file; None means AttendNeXt, exported here
+    input_shapes: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    out: Optional[str] = None  # default dist/<model>-<target>
+    weights: Optional[str] = None  # AttendNeXt state dict
+    fusion: str = "stock"
+    linker: Optional[str] = None  # "gnu" or "zig"; default: gnu if installed
+    database: Optional[str] = None  # default tuning_logs/<target>/<model> when it exists
+    allow_emulated_logs: bool = False
+    verify: bool = False
+    tracker: Optional[str] = None
+    tolerance: float = 1e-4
+    dump_ir: Optional[str] = None
+
+
+@dataclass
+class CompileResult:
+    library: Path
+    sidecar: dict
+    comparisons: List = field(default_factory=list)
+    verified: Optional[bool] = None
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
+    """The user's ONNX file, or AttendNeXt exported to build/attendnext.onnx."""
+    if options.model is not None:
+        if options.weights:
+            raise UserError("--weights loads AttendNeXt weights: with --model, put the weights in the ONNX file")
+        return onnx_model.load(options.model, options.input_shapes)
+    from .onnx_export import export_attendnext
+
+    path = ROOT / "build" / "attendnext.onnx"
+    export_attendnext(path, weights=options.weights)
+    return onnx_model.load(path, options.input_shapes)
+
+
+def compile_model(options: CompileOptions) -> CompileResult:
+    import tvm
+
+    started = time.time()
+    preset = targets.load(options.target)
+    link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work
+    model = prepare_onnx(options)
+    out_dir = Path(options.out or ROOT / "dist" / f"{model.name}-{preset.name}")
+    artifact.check_output_dir(out_dir)
+    target = preset.tvm_target()
+    say(f"[1/4] importing {model.path.name} into Relax")
+    mod = pipeline.import_onnx(model)
+    say(f"[2/4] graph passes (fusion: {options.fusion})")
+    mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir)
+    kernels = pipeline.kernel_names(mod)
+    database = tuning_db.select(preset, model, options.database, options.allow_emulated_logs)
+    tuned = []
+    if database is not None:
+        mod = pipeline.apply_database(mod, target, database.load(), options.dump_ir)
+        tuned = pipeline.scheduled_kernel_names(mod)
+        say(f"      tuning database {database.path}: {len(tuned)} of {len(kernels)} kernels tuned")
+    else:
+        say(f"      no tuning database for {preset.name}/{model.name}: default schedules (slow; see --tune)")
+    say(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
+    executable = pipeline.build(mod, target)
+    say(f"[4/4] linking with {link.name} into {out_dir}")
+    fields = dict(
+        model=model.name, onnx_sha256=model.sha256,
+        inputs=[spec.as_dict() for spec in model.inputs],
+        outputs=pipeline.output_specs(mod, model.output_names),
+        target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
+        tuning=artifact.TuningInfo(database=str(database.path) if database else None,
+                                   emulated=bool(database and database.emulated),
+                                   kernels_total=len(kernels), kernels_tuned=len(tuned)),
+        build_seconds=round(time.time() - started, 2),
+    )
+    library = artifact.write(out_dir, executable, link, fields)
+    from .runtime import read_sidecar
+
+    result = CompileResult(library=library, sidecar=read_sidecar(str(library)))
+    say(f"wrote {library} and {library.with_suffix('.json').name} ({time.time() - started:.1f} s)")
+    if options.verify:
+        from . import verify
+
+        device = "the host" if preset.is_host and not options.tracker else (
+            f"'{preset.rpc_key}' from tracker {options.tracker}" if options.tracker else "the emulated Raspberry Pi")
+        say(f"verifying on {device} against ONNX Runtime")
+        result.comparisons = verify.verify(library, model, preset, options.tracker)
+        result.verified = all(c.passed(options.tolerance) for c in result.comparisons)
+        for c in result.comparisons:
+            status = "ok" if c.passed(options.tolerance) else f"FAILED (tolerance {options.tolerance:g})"
+            print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
+    return result

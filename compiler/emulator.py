@@ -1,0 +1,186 @@
+"""The emulated Raspberry Pi: an arm64 Debian root file system run by qemu-user, with TVM's RPC server.
+
+No ARM board is reachable from CI, so the project builds its own aarch64 device: debootstrap makes an
+arm64 Debian, the aarch64 apache-tvm wheels go into a venv inside it, and qemu-user (through binfmt_misc)
+runs its Python. It is cached under ~/.cache and reused. It proves correctness and the farm's behaviour;
+its timings say nothing about a real board's speed.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .cache import cache_dir
+from .errors import UserError
+
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("DCAC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What the device's venv holds: the TVM runtime (same version as the host compiler) and what its RPC
+# server needs. Bump ROOTFS_VERSION when this changes so old caches are rebuilt, not trusted.
+DEVICE_WHEELS = [
+    "apache-tvm==0.27.0.post1",
+    "apache-tvm-ffi==0.1.14.post1",
+    "numpy==2.2.6",
+    "ml_dtypes==0.5.4",
+    "typing_extensions",
+    "psutil",
+    "cloudpickle",
+]
+ROOTFS_VERSION = "bookworm-tvm0.27.0.post1-v1"
+DEVICE_PYTHON = "/opt/tvm/bin/python"
+HOST_PACKAGES = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+
+
+def log(message: str) -> None:
+    print(f"[emulated-pi] {message}", file=sys.stderr, flush=True)
+
+
+def rootfs_dir() -> Path:
+    return cache_dir() / f"rootfs-arm64-{ROOTFS_VERSION}"
+
+
+def is_ready() -> bool:
+    return (rootfs_dir() / ".complete").exists()
+
+
+def _run(cmd, **kwargs) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(map(str, cmd))}\n" + "\n".join(tail))
+
+
+def ensure_host_tools() -> None:
+    """qemu-user-static and debootstrap from Debian; installed with apt when we are root."""
+    missing = [pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise UserError(f"the emulated Pi needs {' '.join(missing)}: run `sudo apt-get install -y {' '.join(missing)}`")
+    log(f"installing {' '.join(missing)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run(["apt-get", "update", "-qq"], env=env)
+    _run(["apt-get", "install", "-y", "-qq", *missing], env=env)
+
+
+def ensure_binfmt() -> None:
+    """Let the kernel hand aarch64 ELF files to qemu: mount binfmt_misc and register qemu-aarch64."""
+    if (BINFMT_DIR / "qemu-aarch64").exists():
+        return
+    if os.geteuid() != 0:
+        raise UserError("aarch64 binaries cannot run here: as root, register qemu-aarch64 with binfmt_misc "
+                        "(`update-binfmts --enable qemu-aarch64`)")
+    if not (BINFMT_DIR / "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)])
+    line = next(l for l in BINFMT_CONF.read_text().splitlines() if l.startswith(":"))
+    (BINFMT_DIR / "register").write_text(line)
+
+
+def _mounts_under(path: Path):
+    prefix = str(path.resolve())
+    with open("/proc/mounts") as handle:
+        points = [line.split()[1] for line in handle]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a (partial) root file system; unmount anything under it first so nothing host-side is deleted."""
+    for point in sorted(_mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _download_device_wheels() -> Path:
+    wheels = cache_dir() / f"wheels-aarch64-{ROOTFS_VERSION}"
+    if (wheels / ".complete").exists():
+        return wheels
+    wheels.mkdir(parents=True, exist_ok=True)
+    log("downloading aarch64 wheels of the TVM runtime")
+    _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(wheels),
+          "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+          "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64",
+          "--platform", "manylinux2014_aarch64", "--platform", "any", *DEVICE_WHEELS])
+    (wheels / ".complete").touch()
+    return wheels
+
+
+def ensure_rootfs() -> Path:
+    """Build the arm64 Debian with the TVM runtime once (about 4 minutes); later calls reuse it."""
+    final = rootfs_dir()
+    if is_ready():
+        ensure_binfmt()
+        return final
+    ensure_host_tools()
+    ensure_binfmt()
+    wheels = _download_device_wheels()
+    stage = final.with_name(final.name + ".partial")
+    _remove_tree(stage)
+    try:
+        log(f"debootstrap arm64 {DEBIAN_SUITE} into {stage} (about 3 minutes, once)")
+        _run(["debootstrap", "--arch=arm64", "--variant=minbase",
+              "--include=python3,python3-venv,python3-pip", DEBIAN_SUITE, str(stage), DEBIAN_MIRROR])
+        log("installing the aarch64 TVM runtime into the device's venv")
+        shutil.copytree(wheels, stage / "tmp" / "wheels", dirs_exist_ok=True)
+        _run(["chroot", str(stage), "python3", "-m", "venv", "/opt/tvm"])
+        _run(["chroot", str(stage), "/opt/tvm/bin/pip", "install", "-q", "--no-index",
+              "--find-links", "/tmp/wheels", *DEVICE_WHEELS])
+        _run(["chroot", str(stage), DEVICE_PYTHON, "-c", "import tvm, tvm.rpc; print(tvm.__version__)"])
+        shutil.rmtree(stage / "tmp" / "wheels")
+        _remove_tree(stage / "proc")  # debootstrap may leave proc mounted; the folder itself is recreated
+        (stage / "proc").mkdir(exist_ok=True)
+        (stage / ".complete").write_text(ROOTFS_VERSION + "\n")
+        os.replace(stage, final)
+    except BaseException:
+        _remove_tree(stage)
+        raise
+    log(f"ready: {final}")
+    return final
+
+
+def _ensure_mounts(root: Path) -> None:
+    """The RPC server forks and uses POSIX semaphores: it needs /proc and /dev inside the chroot."""
+    for name, args in (("proc", ["-t", "proc", "proc"]), ("dev", ["--bind", "/dev"])):
+        point = root / name
+        if str(point.resolve()) not in _mounts_under(point):
+            point.mkdir(exist_ok=True)
+            _run(["mount", *args, str(point)])
+
+
+def device_command(*args: str) -> list:
+    """A command line that runs the device's Python with `args`, inside the emulated Pi."""
+    root = ensure_rootfs()
+    _ensure_mounts(root)
+    return ["chroot", str(root), DEVICE_PYTHON, *args]
+
+
+def start_server(tracker: str, key: str, port: int = 9090, log_path=None) -> subprocess.Popen:
+    """Start one emulated aarch64 RPC server that registers with `tracker` ("host:port") under `key`."""
+    cmd = device_command("-m", "tvm.exec.rpc_server", "--tracker", tracker, "--key", key,
+                         "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 200))
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compiler.emulator",
+                                     description="Set up (once) and check the emulated aarch64 Raspberry Pi.")
+    parser.add_argument("command", choices=["setup", "check"], help="setup: build and cache; check: run uname")
+    args = parser.parse_args(argv)
+    started = time.time()
+    root = ensure_rootfs()
+    if args.command == "check":
+        out = subprocess.run(device_command("-c", "import platform, tvm; print(platform.machine(), tvm.__version__)"),
+                             capture_output=True, text=True, check=True).stdout.strip()
+        print(out)
+    else:
+        print(f"emulated Pi ready at {root} ({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

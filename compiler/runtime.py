@@ -1,0 +1,117 @@
+"""Run a shipped model: load the .so with its JSON sidecar, check inputs, run, benchmark; locally or over RPC.
+
+This file is the device side. It imports only tvm, numpy and the standard library (never the rest of
+this package), so copying it next to `model.so` and `model.json` is all a board needs:
+
+    from runtime import Model
+    model = Model("attendnext.so")
+    logits, = model.run(image)          # numpy in, list of numpy out
+    print(model.benchmark())            # {"median_ms": ..., "p90_ms": ..., ...}
+
+With `session=` (a `tvm.rpc` session) the same object uploads the library to a remote board and runs it
+there: that is how the compiler verifies and benchmarks on devices.
+"""
+import hashlib
+import json
+import os
+import statistics
+
+import numpy as np
+import tvm
+
+SIDECAR_SCHEMA = 1
+
+
+class ModelError(Exception):
+    """A library or an input that does not match its sidecar."""
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sidecar(library_path: str) -> dict:
+    sidecar_path = os.path.splitext(library_path)[0] + ".json"
+    if not os.path.isfile(sidecar_path):
+        raise ModelError(f"{sidecar_path} is missing: a library is only loaded with the sidecar built beside it")
+    with open(sidecar_path) as handle:
+        sidecar = json.load(handle)
+    if sidecar.get("schema_version") != SIDECAR_SCHEMA:
+        raise ModelError(f"{sidecar_path} has schema {sidecar.get('schema_version')}, this runtime reads "
+                         f"{SIDECAR_SCHEMA}: rebuild the model or update runtime.py")
+    return sidecar
+
+
+class Model:
+    """A compiled model and its sidecar; refuses a library whose sha256 differs from the sidecar's."""
+
+    def __init__(self, library_path, session=None):
+        library_path = os.fspath(library_path)
+        self.sidecar = read_sidecar(library_path)
+        actual = _sha256(library_path)
+        if actual != self.sidecar["library_sha256"]:
+            raise ModelError(f"{library_path} has sha256 {actual[:12]}..., its sidecar expects "
+                             f"{self.sidecar['library_sha256'][:12]}...: the library was swapped or corrupted; "
+                             "copy the .so and .json from the same build")
+        if session is None:
+            library = tvm.runtime.load_module(library_path)
+            self.device = tvm.cpu()
+        else:
+            session.upload(library_path)
+            library = session.load_module(os.path.basename(library_path))
+            self.device = session.cpu()
+        self.vm = tvm.runtime.vm.VirtualMachine(library, self.device)
+        self.inputs = self.sidecar["inputs"]
+        self.outputs = self.sidecar["outputs"]
+
+    def _check(self, arrays):
+        if len(arrays) != len(self.inputs):
+            raise ModelError(f"the model takes {len(self.inputs)} input(s) "
+                             f"({', '.join(i['name'] for i in self.inputs)}), got {len(arrays)}")
+        checked = []
+        for spec, array in zip(self.inputs, arrays):
+            array = np.asarray(array)
+            if tuple(array.shape) != tuple(spec["shape"]) or str(array.dtype) != spec["dtype"]:
+                raise ModelError(f"input '{spec['name']}' must be {spec['dtype']}{list(spec['shape'])}, "
+                                 f"got {array.dtype}{list(array.shape)}")
+            checked.append(np.ascontiguousarray(array))
+        return checked
+
+    def set_inputs(self, *arrays, **named) -> None:
+        """Copy inputs to the device once (positional in sidecar order, or by name)."""
+        if named:
+            missing = [i["name"] for i in self.inputs if i["name"] not in named]
+            if missing or len(named) != len(self.inputs):
+                raise ModelError(f"inputs by name must be exactly {', '.join(i['name'] for i in self.inputs)}")
+            arrays = tuple(named[i["name"]] for i in self.inputs)
+        device_arrays = [tvm.runtime.tensor(a, self.device) for a in self._check(arrays)]
+        self.vm.set_input("main", *device_arrays)
+
+    def run(self, *arrays, **named) -> list:
+        """Run once; returns the outputs as numpy arrays, in the sidecar's order."""
+        self.set_inputs(*arrays, **named)
+        self.vm.invoke_stateful("main")
+        outputs = self.vm.get_outputs("main")
+        if hasattr(outputs, "numpy"):  # a single tensor, not a tuple
+            outputs = [outputs]
+        return [out.numpy() for out in outputs]
+
+    def benchmark(self, *arrays, repeat: int = 50, number: int = 1, warmup: int = 5) -> dict:
+        """Time `repeat` runs on the device itself (not the RPC round trip); median and p90 in ms.
+
+        Inputs default to seeded random data of the sidecar's shapes.
+        """
+        if not arrays:
+            rng = np.random.default_rng(0)
+            arrays = [rng.standard_normal(i["shape"]).astype(i["dtype"]) for i in self.inputs]
+        self.set_inputs(*arrays)
+        for _ in range(warmup):
+            self.vm.invoke_stateful("main")
+        timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
+        times = sorted(t * 1e3 for t in timer("main").results)
+        return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
+                "mean_ms": statistics.fmean(times), "min_ms": times[0], "runs": len(times)}

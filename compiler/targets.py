@@ -1,0 +1,80 @@
+"""Target presets: one JSON file per board in targets/, loaded into a typed `Preset`.
+
+Adding a board is adding a file: `target` is exactly what `tvm.target.Target(...)` takes, `cross_triple`
+names the cross linker (null for the host), `rpc_key` is the key its RPC servers register under.
+"""
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import UserError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    target: dict
+    cross_triple: Optional[str]
+    rpc_key: str
+
+    @property
+    def is_host(self) -> bool:
+        return self.cross_triple is None
+
+    @property
+    def num_cores(self) -> int:
+        return int(self.target["num-cores"])
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target)
+
+
+def _resolve_host_values(target: dict) -> dict:
+    """`"mcpu": "native"` and `"num-cores": "auto"` mean this machine's CPU; resolved so records name it."""
+    target = dict(target)
+    if target.get("mcpu") == "native":
+        import tvm
+
+        target["mcpu"] = str(tvm.target.codegen.llvm_get_system_cpu())
+    if target.get("num-cores") == "auto":
+        target["num-cores"] = len(os.sched_getaffinity(0))
+    return target
+
+
+def available() -> list:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.json"))
+
+
+def load(name: str) -> Preset:
+    path = TARGETS_DIR / f"{name}.json"
+    if not path.is_file():
+        raise UserError(f"unknown target '{name}': choose one of {', '.join(available())} "
+                        f"(or add targets/{name}.json)")
+    try:
+        data = json.loads(path.read_text())
+        return Preset(name=name, description=data["description"], target=_resolve_host_values(data["target"]),
+                      cross_triple=data["cross_triple"], rpc_key=data["rpc_key"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"target preset {path} is malformed ({err}): it needs description, target, "
+                        "cross_triple and rpc_key") from None
+
+
+def describe_all() -> str:
+    """The table `compile.py --list-targets` prints."""
+    rows = []
+    for name in available():
+        preset = load(name)
+        cpu = preset.target.get("mcpu", "generic")
+        rows.append((name, cpu, str(preset.target.get("num-cores")), preset.rpc_key, preset.description))
+    widths = [max(len(r[i]) for r in rows + [("target", "cpu", "cores", "rpc key", "")]) for i in range(4)]
+    header = ("target", "cpu", "cores", "rpc key")
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  description"]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Shared fixtures: small ONNX vision models made here (no downloads), and a tiny compiled artifact."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import onnx_models  # noqa: E402  (tests/onnx_models.py)
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_onnx(onnx_dir):
+    return onnx_models.export("tiny_cnn", onnx_dir / "tiny_cnn.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_cnn_onnx, tmp_path_factory):
+    """tiny_cnn compiled for the host: the subject of runtime and artifact tests."""
+    from compiler.api import CompileOptions, compile_model
+
+    out = tmp_path_factory.mktemp("artifact") / "tiny_cnn-host"
+    return compile_model(CompileOptions(target="host", model=str(tiny_cnn_onnx), out=str(out))).library

@@ -1,0 +1,104 @@
+"""Small ONNX vision models defined here for the tests: a MobileNetV2-style CNN and a ViT-style transformer.
+
+They exercise operators AttendNeXt does not (depthwise convolutions with Clip, LayerNorm, MatMul,
+Softmax, Gelu, Transpose) so the compiler is tested on more than its reference model.
+"""
+import warnings
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand=4):
+        super().__init__()
+        hidden = cin * expand
+        self.use_residual = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return x + self.block(x) if self.use_residual else self.block(x)
+
+
+class MobileNetMini(nn.Module):
+    """MobileNetV2's inverted residual blocks, narrow and short."""
+
+    def __init__(self, classes=100):
+        super().__init__()
+        layers = [nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()]
+        for cin, cout, stride in [(16, 16, 1), (16, 24, 2), (24, 24, 1), (24, 32, 2), (32, 32, 1), (32, 64, 2)]:
+            layers.append(InvertedResidual(cin, cout, stride))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class ViTMini(nn.Module):
+    """A vision transformer: patch embedding, pre-norm encoder layers (attention + GELU MLP), mean pool."""
+
+    def __init__(self, dim=64, depth=2, heads=4, patch=8, image=64, classes=100):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        self.position = nn.Parameter(torch.randn(1, (image // patch) ** 2, dim) * 0.02)
+        self.heads = heads
+        self.register_buffer("scale", torch.tensor((dim // heads) ** -0.5))
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "norm1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim), "proj": nn.Linear(dim, dim),
+            "norm2": nn.LayerNorm(dim), "mlp": nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
+        }) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def attention(self, layer, x):
+        batch, tokens, dim = x.shape
+        q, k, v = layer["qkv"](x).reshape(batch, tokens, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+        return layer["proj"]((weights @ v).transpose(1, 2).reshape(batch, tokens, dim))
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.position
+        for layer in self.layers:
+            x = x + self.attention(layer, layer["norm1"](x))
+            x = x + layer["mlp"](layer["norm2"](x))
+        return self.head(self.norm(x).mean(dim=1))
+
+
+MODELS = {
+    # name: (constructor, input shape, dynamic batch axis in the ONNX file)
+    "tiny_cnn": (TinyCNN, (1, 3, 32, 32), False),
+    "mobilenet_mini": (MobileNetMini, (1, 3, 96, 96), False),
+    "vit_mini": (ViTMini, (1, 3, 64, 64), True),
+}
+
+
+def export(name, path, seed=0):
+    """Export model `name` with seeded weights (and non-trivial BatchNorm statistics) to `path`."""
+    constructor, shape, dynamic_batch = MODELS[name]
+    torch.manual_seed(seed)
+    model = constructor().eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.randn(shape), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
+    return path

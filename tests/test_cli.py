@@ -1,0 +1,93 @@
+"""compile.py: every user mistake is one line on stderr, exit code 2, no traceback."""
+import subprocess
+import sys
+
+import pytest
+
+from test_onnx_model import make_model
+
+ROOT = __import__("conftest").ROOT
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, str(ROOT / "compile.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    message = lines[-1]
+    assert message.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_list_targets():
+    result = run_cli("--list-targets")
+    assert result.returncode == 0
+    for name in ["rpi4", "rpi5", "jetson-orin-cpu", "graviton2", "graviton3", "aarch64", "host"]:
+        assert name in result.stdout
+
+
+def test_missing_model_file(tmp_path):
+    assert_user_error(run_cli("--model", tmp_path / "missing.onnx", "--target", "host"), "missing.onnx not found")
+
+
+def test_not_an_onnx_file(tmp_path):
+    path = tmp_path / "weights.onnx"
+    path.write_bytes(b"\x00\x01garbage\xff" * 10)
+    assert_user_error(run_cli("--model", path, "--target", "host"), "is not an ONNX model")
+
+
+def test_unknown_target(tmp_path):
+    assert_user_error(run_cli("--model", make_model(tmp_path / "m.onnx"), "--target", "pi4"),
+                      "unknown target 'pi4'", "rpi4", "host")
+
+
+def test_unsupported_operators(tmp_path):
+    path = make_model(tmp_path / "m.onnx", ops=("Relu", "NotAnOp", "AlsoNotAnOp"))
+    assert_user_error(run_cli("--model", path, "--target", "host"), "AlsoNotAnOp, NotAnOp")
+
+
+def test_dynamic_input_without_shape(tmp_path):
+    path = make_model(tmp_path / "m.onnx", dims=("n", 3, 8, 8))
+    assert_user_error(run_cli("--model", path, "--target", "host"), "dynamic dimensions", "--input-shape x=")
+
+
+def test_wrong_input_name(tmp_path):
+    path = make_model(tmp_path / "m.onnx")
+    assert_user_error(run_cli("--model", path, "--target", "host", "--input-shape", "images=1,3,8,8"),
+                      "names images", "inputs are x")
+
+
+def test_malformed_input_shape(tmp_path):
+    assert_user_error(run_cli("--model", make_model(tmp_path / "m.onnx"), "--input-shape", "x:1,3"),
+                      "is not NAME=D1,D2")
+
+
+def test_missing_cross_linker(tmp_path):
+    """No aarch64-linux-gnu-g++ on PATH and the ziglang package hidden: say how to install either."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "ziglang.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(hide), "HOME": str(tmp_path)}
+    assert_user_error(run_cli("--model", make_model(tmp_path / "m.onnx"), "--target", "rpi4", env=env),
+                      "no cross linker for aarch64-linux-gnu", "apt-get install g++-aarch64-linux-gnu",
+                      "pip install ziglang")
+
+
+def test_compiles_a_user_model_into_out_named_after_the_file(tmp_path):
+    path = make_model(tmp_path / "edge_net.onnx", ops=("Relu", "Sigmoid"))
+    result = run_cli("--model", path, "--target", "host", "--out", tmp_path / "out", "--verify")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edge_net.json", "edge_net.so", "runtime.py"]
+    assert "verify t1: max abs error" in result.stdout and " ok" in result.stdout
+
+
+def test_verify_fails_beyond_tolerance(tmp_path):
+    """A tolerance no float computation meets (negative) must make --verify exit non-zero."""
+    path = make_model(tmp_path / "m.onnx", ops=("Sigmoid",))
+    result = run_cli("--model", path, "--target", "host", "--out", tmp_path / "o", "--verify", "--tolerance", "-1")
+    assert result.returncode == 1 and "FAILED" in result.stdout
