@@ -1,0 +1,73 @@
+"""End to end through compile.py: AttendNeXt and two other ONNX vision models, verified against ONNX Runtime
+on the host and on the emulated Raspberry Pi 4 (a real aarch64 RPC server under qemu-user)."""
+import json
+import re
+
+import pytest
+
+import onnx_models
+from test_cli import run_cli
+
+MODELS = ["attendnext", "mobilenet_mini", "vit_mini"]
+
+
+@pytest.fixture(scope="module")
+def model_files(onnx_dir):
+    return {name: onnx_models.export(name, onnx_dir / f"{name}.onnx") for name in MODELS[1:]}
+
+
+def compile_args(name, model_files, target, out):
+    args = ["--target", target, "--out", out, "--verify"]
+    if name != "attendnext":
+        args += ["--model", model_files[name]]
+    if name == "vit_mini":  # exported with a dynamic batch axis
+        args += ["--input-shape", "input=1,3,64,64"]
+    return args
+
+
+def assert_verified(result, out, name, target):
+    assert result.returncode == 0, result.stderr[-3000:]
+    match = re.search(r"verify logits: max abs error (\S+), relative error (\S+) ok", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(2)) <= 1e-4
+    sidecar = json.loads((out / f"{name}.json").read_text())
+    assert sidecar["target_name"] == target and sidecar["model"] == name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_verify_on_host(name, model_files, tmp_path):
+    out = tmp_path / f"{name}-host"
+    assert_verified(run_cli(*compile_args(name, model_files, "host", out)), out, name, "host")
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+@pytest.mark.parametrize("name", MODELS)
+def test_verify_on_emulated_rpi4(name, model_files, tmp_path):
+    out = tmp_path / f"{name}-rpi4"
+    result = run_cli(*compile_args(name, model_files, "rpi4", out))
+    assert_verified(result, out, name, "rpi4")
+    assert "on the emulated Raspberry Pi" in result.stderr
+    assert (out / f"{name}.so").read_bytes()[18] == 183  # EM_AARCH64
+
+
+@pytest.mark.emulated
+def test_verify_through_a_tracker(model_files, tmp_path):
+    """--tracker HOST:PORT: the device comes from a running tracker, as on a real farm."""
+    from compiler.farm import LocalFarm
+
+    out = tmp_path / "vit-farm"
+    with LocalFarm(key="rpi4", servers=1) as farm:
+        result = run_cli(*compile_args("vit_mini", model_files, "rpi4", out), "--tracker", farm.tracker)
+    assert_verified(result, out, "vit_mini", "rpi4")
+    assert f"from tracker {farm.tracker}" in result.stderr
+
+
+def test_unreachable_tracker_is_a_clear_error(model_files, tmp_path):
+    from compiler.farm import free_port
+
+    result = run_cli(*compile_args("vit_mini", model_files, "rpi4", tmp_path / "o"), "--tracker",
+                     f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: no 'rpi4' device from tracker" in result.stderr.strip().splitlines()[-1]
