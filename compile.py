@@ -26,6 +26,11 @@ def parse_args(argv):
     parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<model>)")
     parser.add_argument("--allow-emulated-logs", action="store_true",
                         help="apply a database measured under emulation to a real board's build")
+    parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
+    parser.add_argument("--trials", type=int, default=2000, help="total tuning budget (resumed runs count spent trials)")
+    parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
+    parser.add_argument("--session-timeout", type=float, default=120.0,
+                        help="seconds one candidate may take on a device (upload, load, measure)")
     parser.add_argument("--verify", action="store_true", help="run on the device and compare with ONNX Runtime")
     parser.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of real devices (default: emulated Pi)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed by --verify")
@@ -44,11 +49,14 @@ def main(argv=None) -> int:
             return 0
         from compiler.api import CompileOptions, compile_model
         from compiler.onnx_model import parse_input_shapes
+        from compiler.tuning import TuneOptions
 
         options = CompileOptions(
             target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
             out=args.out, weights=args.weights, fusion=args.fusion, linker=args.linker, database=args.database,
-            allow_emulated_logs=args.allow_emulated_logs, verify=args.verify, tracker=args.tracker,
+            allow_emulated_logs=args.allow_emulated_logs, verify=args.verify,
+            tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
+                             session_timeout=args.session_timeout) if args.tune else None, tracker=args.tracker,
             tolerance=args.tolerance, dump_ir=args.dump_ir)
         result = compile_model(options)
     except (UserError, DeviceError) as err:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import artifact, linker, onnx_model, pipeline, targets, tuning_db
+from . import artifact, linker, onnx_model, pipeline, targets, tuning, tuning_db
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,7 @@ class CompileOptions:
     linker: Optional[str] = None  # "gnu" or "zig"; default: gnu if installed
     database: Optional[str] = None  # default tuning_logs/<target>/<model> when it exists
     allow_emulated_logs: bool = False
+    tune: Optional[tuning.TuneOptions] = None  # tune before building
     verify: bool = False
     tracker: Optional[str] = None
     tolerance: float = 1e-4
@@ -72,7 +73,16 @@ def compile_model(options: CompileOptions) -> CompileResult:
     say(f"[2/4] graph passes (fusion: {options.fusion})")
     mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir)
     kernels = pipeline.kernel_names(mod)
-    database = tuning_db.select(preset, model, options.database, options.allow_emulated_logs)
+    if options.tune is not None:
+        tune_database = tuning_db.for_build(preset, model, options.fusion, options.database)
+        say(f"      tuning {model.name} for {preset.name}: budget {options.tune.trials} trials, "
+            f"database {tune_database.path}")
+        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, options.fusion)
+        from . import tuning_report
+
+        tuning_report.write(tune_database, mod, target)
+        say(tuning.describe(summary))
+    database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs)
     tuned = []
     if database is not None:
         mod = pipeline.apply_database(mod, target, database.load(), options.dump_ir)

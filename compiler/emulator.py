@@ -159,8 +159,16 @@ def device_command(*args: str) -> list:
 
 
 def start_server(tracker: str, key: str, port: int = 9090, log_path=None) -> subprocess.Popen:
-    """Start one emulated aarch64 RPC server that registers with `tracker` ("host:port") under `key`."""
-    cmd = device_command("-m", "tvm.exec.rpc_server", "--tracker", tracker, "--key", key,
+    """Start one emulated aarch64 RPC server that registers with `tracker` ("host:port") under `key`.
+
+    It runs compiler/device_server.py (TVM's server plus device info), copied into the device as a
+    user would copy it onto a board.
+    """
+    root = ensure_rootfs()
+    server = root / "opt" / "dcac" / "device_server.py"
+    server.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(__file__).with_name("device_server.py"), server)
+    cmd = device_command("/opt/dcac/device_server.py", "--tracker", tracker, "--key", key,
                          "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 200))
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

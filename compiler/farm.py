@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from . import emulator
@@ -157,7 +158,8 @@ def kill_group(pid: int) -> None:
 
 
 def _state_path():
-    return cache_dir() / STATE_FILE
+    """Where `up` records what it started ($DCAC_FARM_STATE, default ~/.cache/dcac-compiler/farm.json)."""
+    return Path(os.environ.get("DCAC_FARM_STATE") or cache_dir() / STATE_FILE)
 
 
 def main(argv=None) -> int:

@@ -86,12 +86,12 @@ def kernel_names(mod) -> list:
 
 
 def scheduled_kernel_names(mod) -> list:
-    """Kernels that carry a tuned schedule (MetaScheduleApplyDatabase marks them tir.is_scheduled)."""
+    """Kernels that carry a tuned schedule (MetaScheduleApplyDatabase marks them tirx.is_scheduled)."""
     import tvm
 
     return sorted(gv.name_hint for gv, func in mod.functions.items()
                   if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None
-                  and bool(func.attrs.get("tir.is_scheduled", False)))
+                  and bool(func.attrs.get("tirx.is_scheduled", False)))
 
 
 def apply_database(mod, target, database, dump_dir: Optional[str] = None):

@@ -20,8 +20,9 @@ RECORDS = "database_tuning_record.json"
 PROVENANCE = "provenance.json"
 
 
-def default_path(target_name: str, model_name: str) -> Path:
-    return ROOT / "tuning_logs" / target_name / model_name
+def default_path(target_name: str, model_name: str, fusion: str = "stock") -> Path:
+    """tuning_logs/<target>/<model>/; another fusion mode makes other kernels, so it gets <model>-<fusion>."""
+    return ROOT / "tuning_logs" / target_name / (model_name if fusion == "stock" else f"{model_name}-{fusion}")
 
 
 def _complete_lines(path: Path):
@@ -96,18 +97,24 @@ class TuningDatabase:
                                         path_tuning_record=str(self.record_file), allow_missing=True)
 
 
-def select(preset, model, explicit: Optional[str], allow_emulated: bool) -> Optional[TuningDatabase]:
-    """The database to apply to a build, or None; refuses records made for another preset or model."""
-    database = TuningDatabase(Path(explicit) if explicit else default_path(preset.name, model.name))
+def for_build(preset, model, fusion: str, explicit: Optional[str]) -> TuningDatabase:
+    """The database folder of this preset, model and fusion (or --database); refuses another preset's."""
+    database = TuningDatabase(Path(explicit) if explicit else default_path(preset.name, model.name, fusion))
+    made_for = database.provenance.get("target_name")
+    if made_for is not None and made_for != preset.name:
+        raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{preset.name}': "
+                        f"records of one device are never applied to another; tune for {preset.name}")
+    return database
+
+
+def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: bool) -> Optional[TuningDatabase]:
+    """The database to apply to a build, or None (none yet, or emulated timings for a real board)."""
+    database = for_build(preset, model, fusion, explicit)
     if not database.exists():
         if explicit:
             raise UserError(f"--database {explicit} holds no MetaSchedule database "
                             f"({WORKLOADS} and {RECORDS}): give a folder written by --tune")
         return None
-    made_for = database.provenance.get("target_name")
-    if made_for is not None and made_for != preset.name:
-        raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{preset.name}': "
-                        f"records of one device are never applied to another; tune for {preset.name}")
     if database.emulated and not preset.is_host and not allow_emulated:
         print(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
               "real board (pass --allow-emulated-logs to use it anyway)", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""The device side of a tuning farm: TVM's RPC server plus `dcac.device_info` for tuning provenance.
+
+Run it on a board (it needs only the apache-tvm wheel):
+    python device_server.py --tracker 10.0.0.5:9190 --key rpi4
+It is TVM's own `tvm.rpc.Server`; the extra function lets the compiler record which device measured a
+database (uname, CPU model, and whether it runs under emulation). Boards running the plain
+`python -m tvm.exec.rpc_server` work too; their provenance then says the device is unknown.
+"""
+import argparse
+
+
+def register_device_info():
+    """Runs inside the server process (TVM pickles it there), so it imports what it needs itself."""
+    import json
+    import platform
+
+    import tvm
+
+    def device_info() -> str:
+        fields = {}
+        try:
+            with open("/proc/cpuinfo") as handle:
+                for line in handle:
+                    key, sep, value = line.partition(":")
+                    if sep and key.strip() not in fields:
+                        fields[key.strip()] = value.strip()
+        except OSError:
+            pass
+        machine = platform.machine()
+        cpu_model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or (
+            f"implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
+            if "CPU implementer" in fields else "unknown")
+        return json.dumps({
+            "uname": dict(platform.uname()._asdict()),
+            "machine": machine,
+            "cpu_model": cpu_model,
+            # qemu-user shows the host's /proc/cpuinfo: an aarch64 Python seeing x86 flags is emulated.
+            "emulated": machine == "aarch64" and ("vendor_id" in fields or "flags" in fields),
+            "tvm": tvm.__version__,
+        })
+
+    tvm.register_global_func("dcac.device_info", device_info, override=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="TVM RPC server with device info, for a tuning farm")
+    parser.add_argument("--tracker", required=True, help="HOST:PORT of the RPC tracker")
+    parser.add_argument("--key", required=True, help="the target preset's rpc_key, e.g. rpi4")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=9090)
+    parser.add_argument("--port-end", type=int, default=9199)
+    args = parser.parse_args()
+    from tvm import rpc
+
+    host, port = args.tracker.rsplit(":", 1)
+    server = rpc.Server(args.host, args.port, args.port_end, tracker_addr=(host, int(port)), key=args.key,
+                        server_init_callback=register_device_info)
+    server.proc.join()
+
+
+if __name__ == "__main__":
+    main()

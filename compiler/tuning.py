@@ -1,0 +1,280 @@
+"""Tuning: MetaSchedule (XGBoost cost model) over TVM's RPC tracker, resumable and fault tolerant.
+
+Where measurements happen:
+  - `--tracker HOST:PORT`: every server registered under the preset's key, one runner worker each;
+  - no tracker, host preset: a local runner on this machine;
+  - no tracker, aarch64 preset: a local tracker with N emulated servers (timings are emulation timings,
+    recorded as such in provenance.json and never applied to a real board's build unless asked).
+
+Resume: records are appended to the database as each batch finishes, a rerun counts them against the
+budget, and a line cut by a crash is dropped on load. Faults: a client-side timeout bounds every
+measurement, so a dead or frozen server costs only its in-flight candidates; when no server is left
+the run stops with a clear error and a resumable database.
+"""
+import collections
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from .errors import DeviceError, UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TuneOptions:
+    trials: int = 2000
+    tracker: Optional[str] = None
+    servers: int = 2  # emulated servers started when no tracker is given (aarch64 presets)
+    session_timeout: float = 120.0  # one candidate's upload + load + measurement on a device
+    trials_per_iter: Optional[int] = None  # default: from the budget and the number of tasks
+
+
+@dataclass
+class TuneSummary:
+    trials_before: int
+    trials_now: int
+    budget: int
+    tasks: int
+    failures: Dict[str, int] = field(default_factory=dict)
+    estimated_ms: Optional[float] = None
+    seconds: float = 0.0
+
+    @property
+    def trials_run(self) -> int:
+        return self.trials_now - self.trials_before
+
+
+class NoServersLeft(Exception):
+    """Raised from the measure callback to stop tuning when the tracker has no server for the key left."""
+
+
+def describe(summary: "TuneSummary") -> str:
+    """The end-of-run lines: trials, estimate, failures by kind."""
+    lines = [f"      tuned {summary.trials_run} trials this run ({summary.trials_now} of {summary.budget} in the "
+             f"database, {summary.tasks} tasks) in {summary.seconds / 60:.1f} min"]
+    if summary.estimated_ms is not None:
+        lines.append(f"      estimated latency of the best schedules measured this run: {summary.estimated_ms:.2f} ms")
+    if summary.failures:
+        lines.append("      failed candidates: " + ", ".join(f"{n} {kind}" for kind, n in summary.failures.items()))
+    return "\n".join(lines)
+
+
+def failure_kind(message: str) -> str:
+    """A short category for a failed candidate, for the end-of-run summary."""
+    text = message or ""
+    if "Timeout" in text or "timed out" in text:
+        return "timeout (device hung or too slow)"
+    if "RPCRunner" in text or "RPCEndpoint" in text or "connect" in text.lower():
+        return "device lost mid-measurement"
+    if text.startswith("build"):
+        return "candidate failed to build"
+    return "candidate failed to run"
+
+
+def trials_per_iter(budget: int, tasks: int) -> int:
+    """Small batches when the budget is small: MetaSchedule's gradient scheduler gives every task one
+    batch first, so 64-trial batches on 60 tasks would spend 3,840 trials before it starts choosing."""
+    return max(2, min(64, budget // max(1, 2 * tasks)))
+
+
+def device_provenance(session) -> dict:
+    """What the measuring device says about itself (compiler/device_server.py), or that it cannot say."""
+    try:
+        return json.loads(session.get_function("dcac.device_info")())
+    except Exception:  # plain tvm rpc_server: no such function
+        return {"cpu_model": "unknown (plain TVM rpc_server)", "emulated": None}
+
+
+def host_provenance() -> dict:
+    import tvm
+
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next((l.split(":", 1)[1].strip() for l in handle if l.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = set(next((l.split(":", 1)[1].split() for l in handle if l.startswith("flags")), []))
+    except OSError:
+        pass
+    features = sorted(flags & {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"})
+    return {"uname": dict(platform.uname()._asdict()), "machine": platform.machine(), "cpu_model": model,
+            "llvm_cpu": str(tvm.target.codegen.llvm_get_system_cpu()), "cpu_features": features,
+            "emulated": False}
+
+
+def _make_progress_callback(total: int, done: int, check_servers):
+    from tqdm import tqdm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        """A tqdm bar: trials of the budget, estimated latency of the best schedules so far, time left."""
+
+        def __init__(self):
+            super().__init__()
+            self.bar = tqdm(total=total, initial=done, unit="trial", desc="tuning", dynamic_ncols=True)
+            self.best: Dict[int, float] = {}
+            self.failures = collections.Counter()
+            self.estimate_ms: Optional[float] = None
+            self.no_servers_left = False
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            tasks = task_scheduler.tasks_
+            for built, ran in zip(builder_results, runner_results):
+                error = built.error_msg or ran.error_msg
+                if error or not ran.run_secs:
+                    self.failures[failure_kind(error or "")] += 1
+                    continue
+                seconds = sum(float(s) for s in ran.run_secs) / len(ran.run_secs)
+                self.best[task_id] = min(self.best.get(task_id, float("inf")), seconds)
+            self.estimate_ms = sum(tasks[t].task_weight * s for t, s in self.best.items()) * 1e3
+            self.bar.update(len(runner_results))
+            self.bar.set_postfix_str(f"est {self.estimate_ms:.2f} ms ({len(self.best)}/{len(tasks)} tasks) "
+                                     f"failed {sum(self.failures.values())}")
+            if self.failures and check_servers is not None and not check_servers():
+                self.no_servers_left = True  # TVM's FFI loses the exception's type on the way out
+                raise NoServersLeft()
+
+    return Progress()
+
+
+def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptions):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    runner = ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
+                                       session_timeout_sec=int(options.session_timeout)),
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100,
+                                                   enable_cpu_cache_flush=False),
+        max_workers=servers)
+    # RPCRunner's own pool has no timeout: a frozen server (or none left) would hang tuning forever.
+    # Waiting in the tracker queue behind the other workers counts too, hence the factor.
+    runner.pool.shutdown(wait=False)
+    runner.pool = PopenPoolExecutor(max_workers=servers, timeout=options.session_timeout * servers + 30)
+    return runner
+
+
+def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion: str) -> TuneSummary:
+    """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import farm as farm_mod
+    from .linker import find_linker
+    from .tune_builder import PersistentBuilder
+
+    if options.trials <= 0:
+        raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
+    started = time.time()
+    target = preset.tvm_target()
+    db = database.load()
+    spent = database.record_count()
+    summary = TuneSummary(trials_before=spent, trials_now=spent, budget=options.trials, tasks=0)
+    remaining = options.trials - spent
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    summary.tasks = len(tasks)
+    if remaining <= 0:
+        print(f"tuning: {spent} trials already in {database.path} (budget {options.trials}): nothing to do",
+              file=sys.stderr)
+        return summary
+    # Build workers unpickle this package's build functions: make it importable there.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    farm = None
+    try:
+        if options.tracker is None and preset.is_host:
+            runner, device, check = ms.runner.LocalRunner(timeout_sec=options.session_timeout), host_provenance(), None
+        else:
+            if options.tracker is None:
+                print(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
+                      "not a real board's", file=sys.stderr)
+                farm = farm_mod.LocalFarm(key=preset.rpc_key, servers=options.servers).start()
+                tracker = farm.tracker
+            else:
+                tracker = options.tracker
+            host, port = farm_mod.parse_tracker(tracker)
+            servers = farm_mod.servers_for_key(farm_mod.tracker_summary(host, port), preset.rpc_key)
+            if servers == 0:
+                raise DeviceError(f"no '{preset.rpc_key}' servers are registered with tracker {tracker}: start "
+                                  f"device_server.py --tracker {tracker} --key {preset.rpc_key} on your boards")
+            device = _device_from_tracker(host, port, preset.rpc_key, options.session_timeout)
+            if farm is not None:
+                device["emulated"] = True
+
+            def check() -> bool:
+                return farm_mod.servers_for_key(farm_mod.tracker_summary(host, port), preset.rpc_key) > 0
+            runner = _rpc_runner(host, port, preset.rpc_key, servers, options)
+        database.write_provenance(_provenance(database, preset, device, model_sha256, fusion, options.trials))
+        link = find_linker(preset.cross_triple)
+        builder = PersistentBuilder(link, max_workers=max(1, min(2, os.cpu_count() or 1)))
+        progress = _make_progress_callback(options.trials, spent, check)
+        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir=str(database.path / "logs"))
+        try:
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
+                               max_trials_global=remaining, num_trials_per_iter=per_iter, builder=builder,
+                               runner=runner, database=db,
+                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                               task_scheduler="gradient")
+        except Exception:
+            if not progress.no_servers_left:
+                raise
+            raise DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} "
+                              "records are saved: start servers and run the same command again to resume") from None
+        finally:
+            progress.bar.close()
+            builder.close()
+        summary.failures = dict(progress.failures)
+        summary.estimated_ms = progress.estimate_ms
+    finally:
+        if farm is not None:
+            farm.stop()
+    summary.trials_now = database.record_count()
+    summary.seconds = time.time() - started
+    provenance = database.provenance
+    provenance["trials"] = summary.trials_now
+    provenance["updated"] = _now()
+    database.write_provenance(provenance)
+    return summary
+
+
+def _device_from_tracker(host, port, key, timeout) -> dict:
+    from tvm import rpc
+
+    try:
+        session = rpc.connect_tracker(host, port).request(key, priority=2, session_timeout=timeout)
+    except (OSError, RuntimeError) as err:
+        raise DeviceError(f"cannot reach a '{key}' server through tracker {host}:{port}: {err}") from None
+    return device_provenance(session)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _provenance(database, preset, device, model_sha256, fusion, budget) -> dict:
+    import tvm
+
+    previous = database.provenance
+    return {
+        "target_name": preset.name, "target": preset.target, "rpc_key": preset.rpc_key,
+        "device": device, "tvm_version": tvm.__version__, "model_sha256": model_sha256, "fusion": fusion,
+        "budget": budget, "trials": database.record_count(),
+        "created": previous.get("created", _now()), "updated": _now(),
+        "note": ("measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
+                 else "measured on the device described here"),
+    }

@@ -1,0 +1,115 @@
+"""report.md and report.png beside a tuning database: where the time went, from the records themselves.
+
+Everything is recomputed from the record file (its order is measurement order), so the report covers
+every run that resumed into the database, not only the last one.
+"""
+import json
+from dataclasses import dataclass
+from typing import List
+
+from . import atomic
+
+FAILED = 1e9  # MetaSchedule stores a failed candidate as run_secs [1e10]
+
+
+@dataclass
+class TaskRow:
+    name: str
+    weight: int
+    trials: int
+    best_ms: float  # nan when no valid measurement
+
+    @property
+    def weighted_ms(self) -> float:
+        return self.weight * self.best_ms
+
+
+def _workload_hashes(database) -> List[int]:
+    hashes = []
+    for line in database.workload_file.read_text().splitlines():
+        if line.strip():
+            hashes.append(int(json.loads(line)[0]) % (1 << 64))
+    return hashes
+
+
+def analyse(database, mod, target):
+    """Per-task rows and the estimated-latency curve [(trial, ms, tasks covered)] over all records."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    by_hash = {structural_hash(task.dispatched[0]) % (1 << 64): task for task in tasks}
+    workloads = _workload_hashes(database)
+    best, trials, curve = {}, {}, []
+    with open(database.record_file) as handle:
+        lines = [line for line in handle if line.strip()]
+    for index, line in enumerate(lines, start=1):
+        workload, record = json.loads(line)
+        key = workloads[workload] if workload < len(workloads) else None
+        trials[key] = trials.get(key, 0) + 1
+        secs = [float(s) for s in record[1]]
+        if max(secs) < FAILED:
+            best[key] = min(best.get(key, float("inf")), sum(secs) / len(secs))
+        covered = [k for k in best if k in by_hash]
+        curve.append((index, sum(by_hash[k].weight * best[k] for k in covered) * 1e3, len(covered)))
+    rows = [TaskRow(task.task_name, int(task.weight), trials.get(key, 0), best.get(key, float("nan")) * 1e3)
+            for key, task in by_hash.items()]
+    rows.sort(key=lambda row: -row.weighted_ms if row.best_ms == row.best_ms else 0)
+    return rows, curve
+
+
+def _plot(path, rows, curve, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    if curve:
+        left.plot([c[0] for c in curve], [c[1] for c in curve])
+    left.set_xlabel("trials")
+    left.set_ylabel("estimated latency of best schedules (ms)")
+    left.set_title("estimate over tuned tasks, by trial")
+    measured = [r for r in rows if r.best_ms == r.best_ms][:15]
+    total = sum(r.weighted_ms for r in rows if r.best_ms == r.best_ms) or 1.0
+    right.barh([r.name[:40] for r in measured][::-1], [100 * r.weighted_ms / total for r in measured][::-1])
+    right.set_xlabel("share of estimated latency (%)")
+    right.set_title("top tasks by share")
+    figure.suptitle(title)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=90)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def write(database, mod, target) -> None:
+    """Write report.md and report.png into the database folder (atomically)."""
+    rows, curve = analyse(database, mod, target)
+    provenance = database.provenance
+    device = provenance.get("device", {})
+    emulated = device.get("emulated")
+    title = f"{provenance.get('target_name', '?')}: {len(curve)} trials" + (" (EMULATED timings)" if emulated else "")
+    _plot(database.path / "report.png", rows, curve, title)
+    measured = [r for r in rows if r.best_ms == r.best_ms]
+    total = sum(r.weighted_ms for r in measured)
+    lines = [
+        f"# Tuning report: {database.path.parent.name}/{database.path.name}", "",
+        f"- device: {device.get('cpu_model', 'unknown')} ({device.get('machine', '?')})"
+        + (" -- **measured under qemu emulation: not a real board's timings**" if emulated else ""),
+        f"- trials: {len(curve)} (budget {provenance.get('budget', '?')}); tasks: {len(rows)}, "
+        f"with a valid measurement: {len(measured)}",
+        f"- estimated latency of the best schedules (tuned tasks only, weight x best): {total:.3f} ms",
+        f"- TVM {provenance.get('tvm_version', '?')}, fusion {provenance.get('fusion', '?')}, "
+        f"updated {provenance.get('updated', '?')}", "",
+        "![estimated latency and per-task share](report.png)", "",
+        "| task | weight | trials | best (ms) | weight x best (ms) | share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if row.best_ms == row.best_ms:
+            lines.append(f"| {row.name} | {row.weight} | {row.trials} | {row.best_ms:.4f} | {row.weighted_ms:.4f} | "
+                         f"{100 * row.weighted_ms / total:.1f}% |")
+        else:
+            lines.append(f"| {row.name} | {row.weight} | {row.trials} | - | - | - |")
+    atomic.write_text(database.path / "report.md", "\n".join(lines) + "\n")
