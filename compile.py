@@ -21,9 +21,12 @@ def parse_args(argv):
                         help="static shape for a model input (repeatable); needed for dynamic dimensions")
     parser.add_argument("--weights", help="AttendNeXt state dict (.pt); default: seeded initialisation")
     parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
-    parser.add_argument("--fusion", default="stock", help="fusion mode (stock)")
+    parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
+                        help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/dcac_patterns.py)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print kernels and intermediate bytes per DC-AC block, stock against dcac fusion, and exit")
     parser.add_argument("--linker", choices=["gnu", "zig"], help="cross linker (default: gnu when installed)")
-    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<model>)")
+    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<model>; 'none': no tuning)")
     parser.add_argument("--allow-emulated-logs", action="store_true",
                         help="apply a database measured under emulation to a real board's build")
     parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
         if args.list_targets:
             print(targets.describe_all())
             return 0
-        from compiler.api import CompileOptions, compile_model
+        from compiler.api import CompileOptions, compile_model, explain
         from compiler.onnx_model import parse_input_shapes
         from compiler.tuning import TuneOptions
 
@@ -58,12 +61,16 @@ def main(argv=None) -> int:
             tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
                              session_timeout=args.session_timeout) if args.tune else None, tracker=args.tracker,
             tolerance=args.tolerance, dump_ir=args.dump_ir)
+        if args.explain:
+            print(explain(options))
+            return 0
         result = compile_model(options)
     except (UserError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        print("interrupted: finished work is kept (tuning resumes when you run the same command again)",
+              file=sys.stderr)
         return 130
     return 1 if result.verified is False else 0
 

@@ -58,6 +58,15 @@ def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
     return onnx_model.load(path, options.input_shapes)
 
 
+def explain(options: CompileOptions) -> str:
+    """`compile.py --explain`: what custom fusion changes for this model and target."""
+    from . import explain as explain_module
+
+    preset = targets.load(options.target)
+    model = prepare_onnx(options)
+    return explain_module.explain(pipeline.import_onnx(model), preset.tvm_target())
+
+
 def compile_model(options: CompileOptions) -> CompileResult:
     import tvm
 

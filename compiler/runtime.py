@@ -114,4 +114,4 @@ class Model:
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
         times = sorted(t * 1e3 for t in timer("main").results)
         return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
-                "mean_ms": statistics.fmean(times), "min_ms": times[0], "runs": len(times)}
+                "mean_ms": statistics.fmean(times), "min_ms": times[0], "runs": len(times), "times_ms": times}

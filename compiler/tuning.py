@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class TuneOptions:
     servers: int = 2  # emulated servers started when no tracker is given (aarch64 presets)
     session_timeout: float = 120.0  # one candidate's upload + load + measurement on a device
     trials_per_iter: Optional[int] = None  # default: from the budget and the number of tasks
+    builder: str = "persistent"  # or "stock": MetaSchedule's LocalBuilder (for throughput comparisons)
 
 
 @dataclass
@@ -174,7 +176,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
 
     from . import farm as farm_mod
     from .linker import find_linker
-    from .tune_builder import PersistentBuilder
+    from .tune_builder import PersistentBuilder, SharedLibraryExport
 
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
@@ -189,7 +191,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     if remaining <= 0:
         print(f"tuning: {spent} trials already in {database.path} (budget {options.trials}): nothing to do",
               file=sys.stderr)
-        return summary
+        return _finish(summary, database, started)
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -219,11 +221,22 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
             runner = _rpc_runner(host, port, preset.rpc_key, servers, options)
         database.write_provenance(_provenance(database, preset, device, model_sha256, fusion, options.trials))
         link = find_linker(preset.cross_triple)
-        builder = PersistentBuilder(link, max_workers=max(1, min(2, os.cpu_count() or 1)))
+        workers = max(1, min(2, os.cpu_count() or 1))
+        if options.builder == "stock":
+            builder = ms.builder.LocalBuilder(max_workers=workers, f_export=SharedLibraryExport(link))
+            builder.close = lambda: None
+        else:
+            builder = PersistentBuilder(link, max_workers=workers)
         progress = _make_progress_callback(options.trials, spent, check)
         per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir=str(database.path / "logs"))
+        interrupted = []
+
+        def on_interrupt(signum, frame):
+            interrupted.append(signum)
+            signal.default_int_handler(signum, frame)
+        previous_handler = signal.signal(signal.SIGINT, on_interrupt)
         try:
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
                                max_trials_global=remaining, num_trials_per_iter=per_iter, builder=builder,
@@ -231,11 +244,14 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
                                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
                                task_scheduler="gradient")
         except Exception:
+            if interrupted:  # Ctrl-C inside TVM's loop comes back as a RuntimeError
+                raise KeyboardInterrupt from None
             if not progress.no_servers_left:
                 raise
             raise DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} "
                               "records are saved: start servers and run the same command again to resume") from None
         finally:
+            signal.signal(signal.SIGINT, previous_handler)
             progress.bar.close()
             builder.close()
         summary.failures = dict(progress.failures)
@@ -243,12 +259,18 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     finally:
         if farm is not None:
             farm.stop()
+    return _finish(summary, database, started)
+
+
+def _finish(summary: TuneSummary, database, started: float) -> TuneSummary:
+    """Record the final trial count in provenance.json (also after a run that had nothing left to do)."""
     summary.trials_now = database.record_count()
     summary.seconds = time.time() - started
     provenance = database.provenance
-    provenance["trials"] = summary.trials_now
-    provenance["updated"] = _now()
-    database.write_provenance(provenance)
+    if provenance:
+        provenance["trials"] = summary.trials_now
+        provenance["updated"] = _now()
+        database.write_provenance(provenance)
     return summary
 
 

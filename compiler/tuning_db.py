@@ -108,7 +108,10 @@ def for_build(preset, model, fusion: str, explicit: Optional[str]) -> TuningData
 
 
 def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: bool) -> Optional[TuningDatabase]:
-    """The database to apply to a build, or None (none yet, or emulated timings for a real board)."""
+    """The database to apply to a build, or None (none yet, `--database none`, or emulated timings for a
+    real board). A host database tuned on another CPU is applied with a warning: it may be slow here."""
+    if explicit == "none":
+        return None
     database = for_build(preset, model, fusion, explicit)
     if not database.exists():
         if explicit:
@@ -119,4 +122,17 @@ def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: 
         print(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
               "real board (pass --allow-emulated-logs to use it anyway)", file=sys.stderr)
         return None
+    if preset.is_host:
+        warn_if_other_cpu(database)
     return database
+
+
+def warn_if_other_cpu(database: TuningDatabase) -> None:
+    from .tuning import host_provenance
+
+    tuned_on = database.provenance.get("device", {})
+    here = host_provenance()
+    if tuned_on.get("llvm_cpu") != here["llvm_cpu"] or tuned_on.get("cpu_model") != here["cpu_model"]:
+        print(f"warning: {database.path} was tuned on {tuned_on.get('cpu_model', '?')} "
+              f"({tuned_on.get('llvm_cpu', '?')}), this machine is {here['cpu_model']} ({here['llvm_cpu']}): "
+              "its schedules may be slow here; tune again with --tune for full speed", file=sys.stderr)

@@ -1,0 +1,56 @@
+"""Stock against DC-AC fusion, both tuned with the same MetaSchedule budget on the host, with ONNX Runtime
+and PyTorch eager measured in the same run (interleaved rounds, same thread count, median of the runs).
+
+    .venv/bin/python bench/fusion.py --trials 150 --runs 60
+
+Databases go to build/bench-fusion/<mode>/ so an interrupted run resumes; --trials is per fusion mode.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler import targets  # noqa: E402
+from compiler.api import ROOT, CompileOptions, compile_model  # noqa: E402
+from compiler.bench import _onnxruntime_runner, _summary, _torch_runner, measure, render_markdown  # noqa: E402
+from compiler.runtime import Model  # noqa: E402
+from compiler.tuning import TuneOptions, host_provenance  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=150, help="tuning budget per fusion mode")
+    parser.add_argument("--runs", type=int, default=60, help="timed runs per engine")
+    args = parser.parse_args()
+    preset = targets.load("host")
+    os.environ["TVM_NUM_THREADS"] = str(preset.num_cores)
+    work = ROOT / "build" / "bench-fusion"
+    models = {}
+    for mode in ("stock", "dcac"):
+        result = compile_model(CompileOptions(
+            target="host", fusion=mode, database=str(work / mode / "db"), out=str(work / mode / "artifact"),
+            tune=TuneOptions(trials=args.trials)))
+        models[f"TVM {mode} fusion ({args.trials} trials)"] = Model(result.library)
+    import numpy as np
+
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+    for model in models.values():
+        model.set_inputs(image)
+    engines = {"ONNX Runtime": _onnxruntime_runner(ROOT / "build" / "attendnext.onnx", preset.num_cores, image),
+               "PyTorch eager": _torch_runner(preset.num_cores, image)}
+    rounds = max(1, -(-args.runs // 5))
+    times = measure(engines, models, rounds, 5)
+    rows = {name: _summary(t) for name, t in times.items()}
+    for row in rows.values():
+        row["ratio_vs_onnxruntime"] = row["median_ms"] / rows["ONNX Runtime"]["median_ms"]
+    device = host_provenance()
+    print(render_markdown({"device": f"{device['cpu_model']} ({device['llvm_cpu']})", "threads": preset.num_cores,
+                           "runs_per_engine": rounds * 5, "engines": rows,
+                           "command": f"bench/fusion.py --trials {args.trials} --runs {args.runs}"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Tuning throughput in trials per minute: MetaSchedule's stock builder against the project's persistent
+builder (host), and 1 against 2 emulated aarch64 servers behind a tracker (rpi4 preset).
+
+    .venv/bin/python bench/tuning_throughput.py --compare builders --trials 64
+    .venv/bin/python bench/tuning_throughput.py --compare servers --trials 32
+
+Each configuration tunes AttendNeXt from an empty database with the same budget. Emulated servers
+measure emulation speed: the figure shows how the farm scales, not how fast a Pi is.
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler import onnx_model, pipeline, targets, tuning, tuning_db  # noqa: E402
+from compiler.api import ROOT  # noqa: E402
+from compiler.onnx_export import export_attendnext  # noqa: E402
+
+
+def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> float:
+    preset = targets.load(preset_name)
+    if preset_name not in mod_cache:
+        model = onnx_model.load(ROOT / "build" / "attendnext.onnx")
+        mod_cache[preset_name] = (pipeline.tunable_module(pipeline.import_onnx(model), preset.tvm_target()), model)
+    mod, model = mod_cache[preset_name]
+    database = tuning_db.TuningDatabase(Path(tempfile.mkdtemp(prefix="dcac-throughput-")))
+    started = time.time()
+    summary = tuning.tune(mod, preset, database, options, model.sha256, "stock")
+    minutes = (time.time() - started) / 60
+    return summary.trials_run / minutes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", choices=["builders", "servers"], required=True)
+    parser.add_argument("--trials", type=int, default=64)
+    args = parser.parse_args()
+    export_attendnext(ROOT / "build" / "attendnext.onnx")
+    cache, rows = {}, []
+    if args.compare == "builders":
+        for builder in ("stock", "persistent"):
+            rate = run("host", tuning.TuneOptions(trials=args.trials, builder=builder, trials_per_iter=8), cache)
+            rows.append((f"host, {builder} builder", rate))
+    else:
+        for servers in (1, 2):
+            rate = run("rpi4", tuning.TuneOptions(trials=args.trials, servers=servers, trials_per_iter=8), cache)
+            rows.append((f"rpi4 (emulated), {servers} server(s)", rate))
+    print(f"\n| configuration | trials per minute |\n| --- | ---: |")
+    for name, rate in rows:
+        print(f"| {name} | {rate:.1f} |")
+    print(f"ratio: {rows[1][1] / rows[0][1]:.2f}x ({rows[1][0]} vs {rows[0][0]}), {args.trials} trials each")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Fusion mode "dcac": DC-AC patterns match, give fewer kernels and bytes than stock, and compute the same."""
+import re
+
+import numpy as np
+import pytest
+
+from compiler import dcac_patterns, fusion, onnx_model, pipeline
+from compiler.attendnext import config_with
+from compiler.errors import UserError
+from compiler.explain import dcac_blocks, explain, kernel_calls
+from compiler.onnx_export import export_attendnext
+
+SMALL = dict(num_classes=10, input_size=64, column_units=(1, 1), merged_widths=(32, 48), merged_blocks=(2, 1),
+             merged_groups=(4, 4), head_channels=64)
+N_DCAC = 2 + 3  # two column stages, three merged blocks
+
+
+@pytest.fixture(scope="module")
+def target():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "num-cores": 2})
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fusion") / "small_attendnext.onnx"
+    export_attendnext(path, config_with(**SMALL))
+    return pipeline.import_onnx(onnx_model.load(path))
+
+
+@pytest.fixture(scope="module")
+def tunable(imported, target):
+    out = {}
+    for mode in ("stock", "dcac"):
+        dcac_patterns.REJECTIONS.clear()
+        out[mode] = pipeline.tunable_module(imported, target, mode)
+        out[mode + "_rejections"] = list(dcac_patterns.REJECTIONS)
+    return out
+
+
+def test_unknown_mode_is_a_user_error():
+    with pytest.raises(UserError, match="dcac"):
+        fusion.passes("nope")
+
+
+def test_patterns_match_and_each_group_is_one_kernel(tunable):
+    calls = kernel_calls(tunable["dcac"])
+    fused = [name for name, _, _ in calls if name.startswith("fused_relax_")]
+    assert len(fused) == N_DCAC  # the whole-block pattern matched every DC-AC
+    blocks = dcac_blocks(calls)
+    assert len(blocks) == N_DCAC and all(len(block) == 1 for block in blocks)  # one PrimFunc per DC-AC
+    stock = kernel_calls(tunable["stock"])
+    assert len(dcac_blocks(stock)) == N_DCAC and all(len(block) > 1 for block in dcac_blocks(stock))
+    assert len(calls) < len(stock)
+
+
+def test_rejected_matches_say_why(tunable):
+    reasons = tunable["dcac_rejections"]
+    assert tunable["stock_rejections"] == []
+    # The MergedBlock body (grouped 3x3 + act -> 1x1) has the branch's op chain but is no condenser branch.
+    assert ("dcac.conv2d_add_act_conv2d_add",
+            "grouped conv2d does not read a max_pool2d condensation (not a condenser branch)") in reasons
+
+
+def test_dcac_computes_what_stock_computes(tunable, target):
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    dev = tvm.cpu()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype("float32")
+    outputs = {}
+    for mode in ("stock", "dcac"):
+        vm = VirtualMachine(pipeline.build(tunable[mode], target), dev)
+        vm.set_input("main", tvm.runtime.tensor(x, dev))
+        vm.invoke_stateful("main")
+        outputs[mode] = vm.get_outputs("main").numpy()
+    ref = outputs["stock"]
+    assert np.isfinite(ref).all() and np.abs(ref).max() > 0
+    assert np.abs(outputs["dcac"] - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_explain_compares_both_modes(imported, target):
+    text = explain(imported, target)
+    assert "stock" in text and "dcac" in text
+    total = next(line for line in text.splitlines() if line.strip().startswith("total")).split()
+    stock_kernels, stock_bytes, dcac_kernels, dcac_bytes = (int(v.replace(",", "")) for v in total[1:5])
+    assert dcac_kernels < stock_kernels and dcac_bytes < stock_bytes
+    assert len(re.findall(r"^\s*DC-AC \d+ ", text, re.MULTILINE)) == N_DCAC  # one row per block
+    assert "rejected" in text
