@@ -124,21 +124,27 @@ def test_emulated_database_is_not_applied_to_a_real_board_build(tiny_cnn_onnx, t
     assert wrong.returncode == 2 and "was tuned for 'rpi4', not 'rpi5'" in wrong.stderr
 
 
+def tune_and_kill_a_server(onnx, database, servers, trials, session_timeout, records_first):
+    """Tune through a local farm, kill -9 one server once `records_first` records exist; (rc, stderr)."""
+    with farm.LocalFarm(key="rpi4", servers=servers) as local:
+        process = subprocess.Popen(tune_cmd(onnx, "rpi4", database, trials, "--tracker", local.tracker,
+                                            "--session-timeout", str(session_timeout)),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
+        deadline = time.time() + 600
+        while len(records(database)) < records_first and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        farm.kill_group(local.processes[1].pid)  # processes[0] is the tracker
+        _, err = process.communicate(timeout=900)
+    return process.returncode, err
+
+
 @pytest.mark.slow
 @pytest.mark.emulated
 def test_a_server_killed_mid_run_costs_only_its_measurements(tiny_cnn_onnx, tmp_path):
     database = tmp_path / "db"
-    with farm.LocalFarm(key="rpi4", servers=2) as local:
-        process = subprocess.Popen(tune_cmd(tiny_cnn_onnx, "rpi4", database, 16, "--tracker", local.tracker,
-                                            "--session-timeout", "60"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
-        deadline = time.time() + 600
-        while len(records(database)) < 2 and time.time() < deadline and process.poll() is None:
-            time.sleep(0.5)
-        victim = local.processes[1]  # processes[0] is the tracker
-        farm.kill_group(victim.pid)
-        out, err = process.communicate(timeout=900)
-    assert process.returncode == 0, err[-3000:]
+    returncode, err = tune_and_kill_a_server(tiny_cnn_onnx, database, servers=2, trials=16, session_timeout=60,
+                                             records_first=2)
+    assert returncode == 0, err[-3000:]
     assert len(records(database)) >= 16
     assert "tuned" in err and "tasks) in" in err
 
@@ -146,16 +152,9 @@ def test_a_server_killed_mid_run_costs_only_its_measurements(tiny_cnn_onnx, tmp_
 @pytest.mark.emulated
 def test_no_server_left_is_a_clear_error_not_a_hang(tiny_cnn_onnx, tmp_path):
     database = tmp_path / "db"
-    with farm.LocalFarm(key="rpi4", servers=1) as local:
-        process = subprocess.Popen(tune_cmd(tiny_cnn_onnx, "rpi4", database, 40, "--tracker", local.tracker,
-                                            "--session-timeout", "30"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
-        deadline = time.time() + 600
-        while len(records(database)) < 1 and time.time() < deadline and process.poll() is None:
-            time.sleep(0.5)
-        farm.kill_group(local.processes[1].pid)
-        out, err = process.communicate(timeout=600)
-    assert process.returncode == 1, err[-3000:]
+    returncode, err = tune_and_kill_a_server(tiny_cnn_onnx, database, servers=1, trials=40, session_timeout=30,
+                                             records_first=1)
+    assert returncode == 1, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: no 'rpi4' server is left") and "again to resume" in last, err[-3000:]
     assert len(records(database)) >= 1
