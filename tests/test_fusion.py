@@ -88,3 +88,29 @@ def test_explain_compares_both_modes(imported, target):
     assert dcac_kernels < stock_kernels and dcac_bytes < stock_bytes
     assert len(re.findall(r"^\s*DC-AC \d+ ", text, re.MULTILINE)) == N_DCAC  # one row per block
     assert "rejected" in text
+
+
+@pytest.mark.emulated
+def test_dcac_equals_stock_on_the_emulated_pi(tmp_path_factory):
+    """Both fusion modes cross-compiled for rpi4 and run on the emulated Pi: relative error at most 1e-5."""
+    from tvm import rpc
+
+    from compiler.api import CompileOptions, compile_model
+    from compiler.farm import LocalFarm, parse_tracker
+    from compiler.runtime import Model
+
+    folder = tmp_path_factory.mktemp("fusion-pi")
+    path = folder / "small_attendnext.onnx"
+    export_attendnext(path, config_with(**SMALL))
+    libraries = {mode: compile_model(CompileOptions(target="rpi4", model=str(path), fusion=mode,
+                                                    out=str(folder / mode))).library for mode in ("stock", "dcac")}
+    image = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype("float32")
+    outputs = {}
+    with LocalFarm(key="rpi4", servers=1) as farm:
+        host, port = parse_tracker(farm.tracker)
+        for mode, library in libraries.items():
+            session = rpc.connect_tracker(host, port).request("rpi4", session_timeout=300)
+            (outputs[mode],) = Model(library, session=session).run(image)
+    stock, dcac = outputs["stock"], outputs["dcac"]
+    assert np.max(np.abs(dcac - stock)) / np.max(np.abs(stock)) <= 1e-5
+    assert np.max(np.abs(stock)) > 0
