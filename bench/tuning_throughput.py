@@ -48,7 +48,7 @@ def main() -> int:
         for servers in (1, 2):
             rate = run("rpi4", tuning.TuneOptions(trials=args.trials, servers=servers, trials_per_iter=8), cache)
             rows.append((f"rpi4 (emulated), {servers} server(s)", rate))
-    print(f"\n| configuration | trials per minute |\n| --- | ---: |")
+    print("\n| configuration | trials per minute |\n| --- | ---: |")
     for name, rate in rows:
         print(f"| {name} | {rate:.1f} |")
     print(f"ratio: {rows[1][1] / rows[0][1]:.2f}x ({rows[1][0]} vs {rows[0][0]}), {args.trials} trials each")

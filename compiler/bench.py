@@ -7,7 +7,6 @@ figures that matter are the ratios to ONNX Runtime. On the emulated Pi the comma
 its output is labelled as emulated and is not a performance figure.
 """
 import argparse
-import json
 import statistics
 import sys
 import tempfile

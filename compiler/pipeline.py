@@ -12,7 +12,7 @@ from . import fusion as fusion_table
 from .errors import UserError
 
 
-def import_onnx(model) -> "tvm.IRModule":
+def import_onnx(model):
     """ONNX -> Relax with the validated static input shapes; weights become constants."""
     from tvm.relax.frontend.onnx import from_onnx
 

@@ -5,7 +5,6 @@ devices in one file would apply one board's schedules to another). A crash can c
 record file; `repair` drops such a line so every complete record still loads.
 """
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
