@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tracker", help="HOST:PORT of a tracker with a real board (aarch64 presets)")
     parser.add_argument("--runs", type=int, default=60, help="timed runs per engine (median of these)")
     parser.add_argument("--json", help="write the table as JSON here (and Markdown beside it)")
+    parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
+                        help="fusion mode of the TVM builds (its database: tuning_logs/<target>/attendnext[-dcac])")
     parser.add_argument("--skip-untuned", action="store_true", help="leave out TVM with default schedules")
     args = parser.parse_args(argv)
     try:
@@ -124,11 +126,11 @@ def run_host(preset, args) -> dict:
     threads = preset.num_cores
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read by TVM's thread pool on first use
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
-    tuned = compile_model(CompileOptions(target=preset.name, out=str(work / "tuned")))
-    builds = {"TVM (shipped tuning database)": tuned}
+    tuned = compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))
+    builds = {f"TVM {args.fusion} fusion (shipped tuning database)": tuned}
     if not args.skip_untuned:
-        builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, out=str(work / "untuned"),
-                                                               database="none"))
+        builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, fusion=args.fusion,
+                                                               out=str(work / "untuned"), database="none"))
     notes = []
     coverage = tuned.sidecar["tuning"]
     if not coverage["database"]:
@@ -153,7 +155,8 @@ def run_host(preset, args) -> dict:
     device = host_provenance()
     return {"model": "attendnext", "target": preset.name, "device": f"{device['cpu_model']} ({device['llvm_cpu']})",
             "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
-            "command": "python -m compiler.bench --target " + preset.name, "engines": rows, "notes": notes}
+            "command": f"python -m compiler.bench --target {preset.name} --fusion {args.fusion}", "engines": rows,
+            "notes": notes}
 
 
 if __name__ == "__main__":
