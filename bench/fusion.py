@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
 from compiler.api import ROOT, CompileOptions, compile_model  # noqa: E402
-from compiler.bench import _onnxruntime_runner, _summary, _torch_runner, measure, render_markdown  # noqa: E402
+from compiler.bench import _onnxruntime_runner, _torch_runner, measure, render_markdown, table  # noqa: E402
 from compiler.runtime import Model  # noqa: E402
 from compiler.tuning import TuneOptions, host_provenance  # noqa: E402
 
@@ -42,9 +42,7 @@ def main() -> int:
                "PyTorch eager": _torch_runner(preset.num_cores, image)}
     rounds = max(1, -(-args.runs // 5))
     times = measure(engines, models, rounds, 5)
-    rows = {name: _summary(t) for name, t in times.items()}
-    for row in rows.values():
-        row["ratio_vs_onnxruntime"] = row["median_ms"] / rows["ONNX Runtime"]["median_ms"]
+    rows = table(times)
     device = host_provenance()
     print(render_markdown({"device": f"{device['cpu_model']} ({device['llvm_cpu']})", "threads": preset.num_cores,
                            "runs_per_engine": rounds * 5, "engines": rows,

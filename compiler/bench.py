@@ -26,6 +26,15 @@ def _summary(times_ms) -> dict:
             "min_ms": ordered[0], "runs": len(ordered)}
 
 
+def table(times: dict) -> dict:
+    """Per-engine median/p90 rows, each with its ratio to ONNX Runtime's median."""
+    rows = {name: _summary(t) for name, t in times.items()}
+    baseline = rows["ONNX Runtime"]["median_ms"]
+    for row in rows.values():
+        row["ratio_vs_onnxruntime"] = row["median_ms"] / baseline
+    return rows
+
+
 def _onnxruntime_runner(onnx_path, threads, image):
     import onnxruntime as ort
 
@@ -148,10 +157,7 @@ def run_host(preset, args) -> dict:
     rounds = max(1, -(-args.runs // per_round))
     say(f"measuring {len(tvm_models) + len(engines)} engines, {rounds} interleaved rounds of {per_round} runs")
     times = measure(engines, tvm_models, rounds, per_round)
-    rows = {name: _summary(t) for name, t in times.items()}
-    baseline = rows["ONNX Runtime"]["median_ms"]
-    for row in rows.values():
-        row["ratio_vs_onnxruntime"] = row["median_ms"] / baseline
+    rows = table(times)
     device = host_provenance()
     return {"model": "attendnext", "target": preset.name, "device": f"{device['cpu_model']} ({device['llvm_cpu']})",
             "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
