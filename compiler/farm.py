@@ -45,6 +45,16 @@ def tracker_summary(host: str, port: int) -> dict:
         raise DeviceError(f"tracker {host}:{port} does not answer ({err}): start it or check --tracker") from None
 
 
+def request_session(host: str, port: int, key: str, timeout: float):
+    """An RPC session to a `key` device from the tracker, or a one-line DeviceError."""
+    from tvm import rpc
+
+    try:
+        return rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=timeout)
+    except (OSError, RuntimeError) as err:
+        raise DeviceError(f"no '{key}' device from tracker {host}:{port}: {err}") from None
+
+
 def free_servers(summary: dict, key: str) -> int:
     return int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
 

@@ -212,7 +212,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
             if servers == 0:
                 raise DeviceError(f"no '{preset.rpc_key}' servers are registered with tracker {tracker}: start "
                                   f"device_server.py --tracker {tracker} --key {preset.rpc_key} on your boards")
-            device = _device_from_tracker(host, port, preset.rpc_key, options.session_timeout)
+            device = device_provenance(farm_mod.request_session(host, port, preset.rpc_key, options.session_timeout))
             if farm is not None:
                 device["emulated"] = True
 
@@ -272,16 +272,6 @@ def _finish(summary: TuneSummary, database, started: float) -> TuneSummary:
         provenance["updated"] = _now()
         database.write_provenance(provenance)
     return summary
-
-
-def _device_from_tracker(host, port, key, timeout) -> dict:
-    from tvm import rpc
-
-    try:
-        session = rpc.connect_tracker(host, port).request(key, priority=2, session_timeout=timeout)
-    except (OSError, RuntimeError) as err:
-        raise DeviceError(f"cannot reach a '{key}' server through tracker {host}:{port}: {err}") from None
-    return device_provenance(session)
 
 
 def _now() -> str:

@@ -50,24 +50,18 @@ def compare(names, device_outputs, reference_outputs) -> List[Comparison]:
 @contextlib.contextmanager
 def device_session(preset, tracker: Optional[str], timeout: float = 600.0):
     """Yield an RPC session to a `preset.rpc_key` device, or None to run on the host itself."""
-    from tvm import rpc
-
-    from .farm import LocalFarm, parse_tracker
+    from .farm import LocalFarm, parse_tracker, request_session
 
     if preset.is_host and tracker is None:
         yield None
         return
     if tracker is not None:
         host, port = parse_tracker(tracker)
-        try:
-            session = rpc.connect_tracker(host, port).request(preset.rpc_key, priority=1, session_timeout=timeout)
-        except (OSError, RuntimeError) as err:
-            raise DeviceError(f"no '{preset.rpc_key}' device from tracker {tracker}: {err}") from None
-        yield session
+        yield request_session(host, port, preset.rpc_key, timeout)
         return
     with LocalFarm(key=preset.rpc_key, servers=1) as farm:
         host, port = parse_tracker(farm.tracker)
-        yield rpc.connect_tracker(host, port).request(preset.rpc_key, priority=1, session_timeout=timeout)
+        yield request_session(host, port, preset.rpc_key, timeout)
 
 
 def verify(library_path, onnx_model, preset, tracker: Optional[str] = None, seed: int = 0):
