@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
 from compiler.api import ROOT, CompileOptions, compile_model  # noqa: E402
-from compiler.bench import _onnxruntime_runner, _torch_runner, measure, render_markdown, table  # noqa: E402
+from compiler.bench import host_engines, measure, render_markdown, table, tvm_timer  # noqa: E402
 from compiler.runtime import Model  # noqa: E402
 from compiler.tuning import TuneOptions, host_provenance  # noqa: E402
 
@@ -27,21 +27,18 @@ def main() -> int:
     preset = targets.load("host")
     os.environ["TVM_NUM_THREADS"] = str(preset.num_cores)
     work = ROOT / "build" / "bench-fusion"
-    models = {}
+    timers = {}
     for mode in ("stock", "dcac"):
         result = compile_model(CompileOptions(
             target="host", fusion=mode, database=str(work / mode / "db"), out=str(work / mode / "artifact"),
             tune=TuneOptions(trials=args.trials)))
-        models[f"TVM {mode} fusion ({args.trials} trials)"] = Model(result.library)
+        timers[f"TVM {mode} fusion ({args.trials} trials)"] = tvm_timer(Model(result.library))
     import numpy as np
 
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
-    for model in models.values():
-        model.set_inputs(image)
-    engines = {"ONNX Runtime": _onnxruntime_runner(ROOT / "build" / "attendnext.onnx", preset.num_cores, image),
-               "PyTorch eager": _torch_runner(preset.num_cores, image)}
+    timers.update(host_engines(preset.num_cores, image))
     rounds = max(1, -(-args.runs // 5))
-    times = measure(engines, models, rounds, 5)
+    times = measure(timers, rounds, 5)
     rows = table(times)
     device = host_provenance()
     print(render_markdown({"device": f"{device['cpu_model']} ({device['llvm_cpu']})", "threads": preset.num_cores,

@@ -7,6 +7,8 @@ figures that matter are the ratios to ONNX Runtime. On the emulated Pi the comma
 its output is labelled as emulated and is not a performance figure.
 """
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,7 +37,8 @@ def table(times: dict) -> dict:
     return rows
 
 
-def _onnxruntime_runner(onnx_path, threads, image):
+def onnxruntime_timer(onnx_path, threads, image):
+    """ONNX Runtime on this machine: its best graph optimisation level, `threads` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -44,10 +47,10 @@ def _onnxruntime_runner(onnx_path, threads, image):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: image})
+    return _wall_clock_timer(lambda: session.run(None, {name: image}))
 
 
-def _torch_runner(threads, image):
+def torch_timer(threads, image):
     import torch
 
     from .attendnext import build_attendnext
@@ -59,31 +62,56 @@ def _torch_runner(threads, image):
     def run():
         with torch.inference_mode():
             model(tensor)
-    return run
+    return _wall_clock_timer(run)
 
 
-def _timed_runs(run, count) -> list:
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+def host_engines(threads, image) -> dict:
+    """The comparison engines on the host: ONNX Runtime and PyTorch eager, same thread count."""
+    return {"ONNX Runtime": onnxruntime_timer(ROOT / "build" / "attendnext.onnx", threads, image),
+            "PyTorch eager": torch_timer(threads, image)}
 
 
-def measure(engines: dict, tvm_models: dict, rounds: int, per_round: int, warmup: int = 3) -> dict:
-    """Interleaved rounds; python engines timed around each call, TVM by its on-device time_evaluator."""
-    times = {name: [] for name in [*tvm_models, *engines]}
-    for name, run in engines.items():
-        _timed_runs(run, warmup)
-    for model in tvm_models.values():
-        model.benchmark(repeat=warmup, warmup=1)
+def tvm_timer(model):
+    """A runtime.Model (local or over RPC), timed by the device's own time_evaluator."""
+    return lambda count: model.benchmark(repeat=count, warmup=0)["times_ms"]
+
+
+def device_onnxruntime_timer(session, onnx_path: Path, threads: int):
+    """ONNX Runtime on the board itself, through device_server.py's `dcac.onnxruntime_benchmark`."""
+    try:
+        remote = session.get_function("dcac.onnxruntime_benchmark")
+    except Exception:
+        raise DeviceError("the device's RPC server has no dcac.onnxruntime_benchmark: run compiler/device_server.py "
+                          "on the board (not the plain tvm rpc_server) and `pip install onnxruntime` there") from None
+    session.upload(str(onnx_path))
+
+    def timer(count):
+        result = json.loads(remote(onnx_path.name, threads, count))
+        if "error" in result:
+            raise DeviceError(f"ONNX Runtime on the device: {result['error']}")
+        return result["times_ms"]
+    return timer
+
+
+def _wall_clock_timer(run):
+    def timer(count):
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+    return timer
+
+
+def measure(timers: dict, rounds: int, per_round: int, warmup: int = 3) -> dict:
+    """Interleaved rounds of `per_round` runs of every engine; a timer maps a run count to times in ms."""
+    for timer in timers.values():
+        timer(warmup)
+    times = {name: [] for name in timers}
     for _ in range(rounds):
-        for name, model in tvm_models.items():
-            result = model.benchmark(repeat=per_round, warmup=0)
-            times[name].extend(result["times_ms"])
-        for name, run in engines.items():
-            times[name].extend(_timed_runs(run, per_round))
+        for name, timer in timers.items():
+            times[name].extend(timer(per_round))
     return times
 
 
@@ -103,7 +131,8 @@ def render_markdown(report: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compiler.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="host")
-    parser.add_argument("--tracker", help="HOST:PORT of a tracker with a real board (aarch64 presets)")
+    parser.add_argument("--tracker", help="HOST:PORT of a tracker with a real board (aarch64 presets); "
+                                          "without it an aarch64 preset runs on the emulated Pi (not a performance figure)")
     parser.add_argument("--runs", type=int, default=60, help="timed runs per engine (median of these)")
     parser.add_argument("--json", help="write the table as JSON here (and Markdown beside it)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
@@ -111,11 +140,12 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-untuned", action="store_true", help="leave out TVM with default schedules")
     args = parser.parse_args(argv)
     try:
+        if args.runs < 1:
+            raise UserError(f"--runs {args.runs}: give at least 1 run per engine (50 or more for a median worth quoting)")
         preset = targets.load(args.target)
-        if not preset.is_host:
-            raise UserError("this benchmark measures on the host (`--target host`); on a board, run "
-                            "compile.py --verify and runtime.Model.benchmark there")
-        report = run_host(preset, args)
+        if preset.is_host and args.tracker:
+            raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
+        report = run_host(preset, args) if preset.is_host else run_device(preset, args)
     except (UserError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
@@ -126,43 +156,84 @@ def main(argv=None) -> int:
     return 0
 
 
+def _builds(preset, args) -> dict:
+    """The TVM artifacts to measure: shipped database (and untuned unless skipped), in a scratch folder."""
+    work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
+    builds = {f"TVM {args.fusion} fusion (shipped tuning database)":
+              compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))}
+    if not args.skip_untuned:
+        builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, fusion=args.fusion,
+                                                               out=str(work / "untuned"), database="none"))
+    return builds
+
+
+def _coverage_note(build) -> str:
+    coverage = build.sidecar["tuning"]
+    if not coverage["database"]:
+        return "No tuning database was found for this target: the 'shipped' row is untuned."
+    path = Path(coverage["database"])
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    emulated = " (measured under emulation)" if coverage.get("emulated") else ""
+    return f"Tuned kernels: {coverage['kernels_tuned']} of {coverage['kernels_total']} from {shown}{emulated}."
+
+
+def _rounds(args, per_round: int = 5) -> int:
+    return max(1, -(-args.runs // min(per_round, args.runs)))
+
+
+def _command(preset, args) -> str:
+    return " ".join(["python -m compiler.bench", f"--target {preset.name}", f"--fusion {args.fusion}",
+                     *([f"--tracker {args.tracker}"] if args.tracker else []), f"--runs {args.runs}",
+                     *(["--skip-untuned"] if args.skip_untuned else [])])
+
+
 def run_host(preset, args) -> dict:
     from .runtime import Model
     from .tuning import host_provenance
 
-    import os
-
     threads = preset.num_cores
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read by TVM's thread pool on first use
-    work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
-    tuned = compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))
-    builds = {f"TVM {args.fusion} fusion (shipped tuning database)": tuned}
-    if not args.skip_untuned:
-        builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, fusion=args.fusion,
-                                                               out=str(work / "untuned"), database="none"))
-    notes = []
-    coverage = tuned.sidecar["tuning"]
-    if not coverage["database"]:
-        notes.append("No tuning database was found for this target: the 'shipped' row is untuned.")
-    else:
-        notes.append(f"Tuned kernels: {coverage['kernels_tuned']} of {coverage['kernels_total']} "
-                     f"from {Path(coverage['database']).relative_to(ROOT) if Path(coverage['database']).is_relative_to(ROOT) else coverage['database']}.")
+    builds = _builds(preset, args)
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
-    tvm_models = {name: Model(build.library) for name, build in builds.items()}
-    for model in tvm_models.values():
-        model.set_inputs(image)
-    engines = {"ONNX Runtime": _onnxruntime_runner(ROOT / "build" / "attendnext.onnx", threads, image),
-               "PyTorch eager": _torch_runner(threads, image)}
-    per_round = 5
-    rounds = max(1, -(-args.runs // per_round))
-    say(f"measuring {len(tvm_models) + len(engines)} engines, {rounds} interleaved rounds of {per_round} runs")
-    times = measure(engines, tvm_models, rounds, per_round)
-    rows = table(times)
+    timers = {name: tvm_timer(Model(build.library)) for name, build in builds.items()}
+    timers.update(host_engines(threads, image))
+    per_round = min(5, args.runs)
+    rounds = _rounds(args, per_round)
+    say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
+    times = measure(timers, rounds, per_round)
     device = host_provenance()
     return {"model": "attendnext", "target": preset.name, "device": f"{device['cpu_model']} ({device['llvm_cpu']})",
             "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
-            "command": f"python -m compiler.bench --target {preset.name} --fusion {args.fusion}", "engines": rows,
-            "notes": notes}
+            "command": _command(preset, args), "engines": table(times),
+            "notes": [_coverage_note(next(iter(builds.values())))]}
+
+
+def run_device(preset, args) -> dict:
+    """On a board behind --tracker, or on the emulated Pi: TVM and ONNX Runtime both run on the device."""
+    from .runtime import Model
+    from .tuning import device_provenance
+    from .verify import device_session
+
+    threads = preset.num_cores
+    builds = _builds(preset, args)
+    if args.tracker is None:
+        say("no --tracker: measuring on the emulated Pi (qemu) to prove the command works; "
+            "the timings are NOT a performance figure of any ARM board")
+    with device_session(preset, args.tracker) as session:
+        device = device_provenance(session)
+        emulated = args.tracker is None or bool(device.get("emulated"))
+        timers = {name: tvm_timer(Model(build.library, session=session)) for name, build in builds.items()}
+        timers["ONNX Runtime"] = device_onnxruntime_timer(session, ROOT / "build" / "attendnext.onnx", threads)
+        per_round = min(5, args.runs)
+        rounds = _rounds(args, per_round)
+        say(f"measuring {len(timers)} engines on {device.get('cpu_model', 'the device')}, "
+            f"{rounds} interleaved rounds of {per_round} runs")
+        times = measure(timers, rounds, per_round, warmup=1)
+    notes = [_coverage_note(next(iter(builds.values()))),
+             "PyTorch eager is measured on the host benchmark only (it is not installed on the device)."]
+    return {"model": "attendnext", "target": preset.name, "device": device.get("cpu_model", "unknown"),
+            "threads": threads, "runs_per_engine": rounds * per_round, "emulated": emulated,
+            "command": _command(preset, args), "engines": table(times), "notes": notes}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ runs its Python. It is cached under ~/.cache and reused. It proves correctness a
 its timings say nothing about a real board's speed.
 """
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import atomic
 from .cache import cache_dir
 from .errors import UserError
 
@@ -30,6 +32,9 @@ DEVICE_WHEELS = [
     "cloudpickle",
 ]
 ROOTFS_VERSION = "bookworm-tvm0.27.0.post1-v1"
+# Installed on top of a ready root file system (no rebuild when this list changes): ONNX Runtime is the
+# comparison engine of `compiler.bench --target rpi4` on the device itself. numpy stays at the device's pin.
+DEVICE_EXTRAS = ["onnxruntime==1.32.0", "numpy==2.2.6"]
 DEVICE_PYTHON = "/opt/tvm/bin/python"
 HOST_PACKAGES = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -95,18 +100,43 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _download_device_wheels() -> Path:
-    wheels = cache_dir() / f"wheels-aarch64-{ROOTFS_VERSION}"
+def _download_wheels(name: str, requirements) -> Path:
+    """aarch64 CPython 3.11 wheels of `requirements` (with their dependencies), cached under `name`."""
+    wheels = cache_dir() / name
     if (wheels / ".complete").exists():
         return wheels
     wheels.mkdir(parents=True, exist_ok=True)
-    log("downloading aarch64 wheels of the TVM runtime")
+    log(f"downloading aarch64 wheels: {' '.join(requirements)}")
     _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(wheels),
           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
           "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64",
-          "--platform", "manylinux2014_aarch64", "--platform", "any", *DEVICE_WHEELS])
+          "--platform", "manylinux2014_aarch64", "--platform", "any", *requirements])
     (wheels / ".complete").touch()
     return wheels
+
+
+def _pip_install_from(root: Path, wheels: Path, requirements) -> None:
+    """Install `requirements` into the device's venv from a folder of wheels, offline."""
+    inside = root / "tmp" / wheels.name
+    shutil.copytree(wheels, inside, dirs_exist_ok=True)
+    try:
+        _run(["chroot", str(root), "/opt/tvm/bin/pip", "install", "-q", "--no-index",
+              "--find-links", f"/tmp/{wheels.name}", *requirements])
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
+
+
+def ensure_device_extras(root: Path) -> None:
+    """Add DEVICE_EXTRAS to a ready device once; the marker names what is installed."""
+    marker = root / ".extras"
+    wanted = "\n".join(DEVICE_EXTRAS) + "\n"
+    if marker.exists() and marker.read_text() == wanted:
+        return
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:12]
+    wheels = _download_wheels(f"wheels-aarch64-extras-{digest}", DEVICE_EXTRAS)
+    log(f"installing {' '.join(DEVICE_EXTRAS)} into the device (about a minute, once)")
+    _pip_install_from(root, wheels, DEVICE_EXTRAS)
+    atomic.write_text(marker, wanted)
 
 
 def ensure_rootfs() -> Path:
@@ -114,10 +144,11 @@ def ensure_rootfs() -> Path:
     final = rootfs_dir()
     if is_ready():
         ensure_binfmt()
+        ensure_device_extras(final)
         return final
     ensure_host_tools()
     ensure_binfmt()
-    wheels = _download_device_wheels()
+    wheels = _download_wheels(f"wheels-aarch64-{ROOTFS_VERSION}", DEVICE_WHEELS)
     stage = final.with_name(final.name + ".partial")
     _remove_tree(stage)
     try:
@@ -125,12 +156,9 @@ def ensure_rootfs() -> Path:
         _run(["debootstrap", "--arch=arm64", "--variant=minbase",
               "--include=python3,python3-venv,python3-pip", DEBIAN_SUITE, str(stage), DEBIAN_MIRROR])
         log("installing the aarch64 TVM runtime into the device's venv")
-        shutil.copytree(wheels, stage / "tmp" / "wheels", dirs_exist_ok=True)
         _run(["chroot", str(stage), "python3", "-m", "venv", "/opt/tvm"])
-        _run(["chroot", str(stage), "/opt/tvm/bin/pip", "install", "-q", "--no-index",
-              "--find-links", "/tmp/wheels", *DEVICE_WHEELS])
+        _pip_install_from(stage, wheels, DEVICE_WHEELS)
         _run(["chroot", str(stage), DEVICE_PYTHON, "-c", "import tvm, tvm.rpc; print(tvm.__version__)"])
-        shutil.rmtree(stage / "tmp" / "wheels")
         _remove_tree(stage / "proc")  # debootstrap may leave proc mounted; the folder itself is recreated
         (stage / "proc").mkdir(exist_ok=True)
         (stage / ".complete").write_text(ROOTFS_VERSION + "\n")
@@ -138,6 +166,7 @@ def ensure_rootfs() -> Path:
     except BaseException:
         _remove_tree(stage)
         raise
+    ensure_device_extras(final)
     log(f"ready: {final}")
     return final
 

@@ -157,12 +157,14 @@ def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptio
     from tvm.s_tir import meta_schedule as ms
     from tvm.support.popen_pool import PopenPoolExecutor
 
+    from .measure_inputs import alloc_rpc
+
     runner = ms.runner.RPCRunner(
         rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
                                        session_timeout_sec=int(options.session_timeout)),
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100,
                                                    enable_cpu_cache_flush=False),
-        max_workers=servers)
+        f_alloc_argument=alloc_rpc, max_workers=servers)
     # RPCRunner's own pool has no timeout: a frozen server (or none left) would hang tuning forever.
     # Waiting in the tracker queue behind the other workers counts too, hence the factor.
     runner.pool.shutdown(wait=False)
@@ -198,7 +200,10 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     farm = None
     try:
         if options.tracker is None and preset.is_host:
-            runner, device, check = ms.runner.LocalRunner(timeout_sec=options.session_timeout), host_provenance(), None
+            from .measure_inputs import alloc_local
+
+            runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
+            device, check = host_provenance(), None
         else:
             if options.tracker is None:
                 print(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
