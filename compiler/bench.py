@@ -8,6 +8,7 @@ its output is labelled as emulated and is not a performance figure.
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -24,7 +25,7 @@ from .errors import DeviceError, UserError
 
 def _summary(times_ms) -> dict:
     ordered = sorted(times_ms)
-    return {"median_ms": statistics.median(ordered), "p90_ms": ordered[int(0.9 * (len(ordered) - 1))],
+    return {"median_ms": statistics.median(ordered), "p90_ms": ordered[math.ceil(0.9 * len(ordered)) - 1],
             "min_ms": ordered[0], "runs": len(ordered)}
 
 
@@ -159,9 +160,10 @@ def main(argv=None) -> int:
 def _builds(preset, args) -> dict:
     """The TVM artifacts to measure: shipped database (and untuned unless skipped), in a scratch folder."""
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
-    builds = {f"TVM {args.fusion} fusion (shipped tuning database)":
-              compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))}
-    if not args.skip_untuned:
+    shipped = compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))
+    label = "shipped tuning database" if shipped.sidecar["tuning"]["database"] else f"no database for {preset.name}"
+    builds = {f"TVM {args.fusion} fusion ({label})": shipped}
+    if not args.skip_untuned and shipped.sidecar["tuning"]["database"]:
         builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, fusion=args.fusion,
                                                                out=str(work / "untuned"), database="none"))
     return builds
@@ -170,7 +172,7 @@ def _builds(preset, args) -> dict:
 def _coverage_note(build) -> str:
     coverage = build.sidecar["tuning"]
     if not coverage["database"]:
-        return "No tuning database was found for this target: the 'shipped' row is untuned."
+        return "No tuning database was found for this target: its TVM row runs default (untuned) schedules."
     path = Path(coverage["database"])
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     emulated = " (measured under emulation)" if coverage.get("emulated") else ""
@@ -231,7 +233,10 @@ def run_device(preset, args) -> dict:
         times = measure(timers, rounds, per_round, warmup=1)
     notes = [_coverage_note(next(iter(builds.values()))),
              "PyTorch eager is measured on the host benchmark only (it is not installed on the device)."]
-    return {"model": "attendnext", "target": preset.name, "device": device.get("cpu_model", "unknown"),
+    name = device.get("cpu_model", "unknown")
+    if emulated:  # qemu-user shows the host's /proc/cpuinfo
+        name = f"emulated aarch64 (qemu-user on {name})"
+    return {"model": "attendnext", "target": preset.name, "device": name,
             "threads": threads, "runs_per_engine": rounds * per_round, "emulated": emulated,
             "command": _command(preset, args), "engines": table(times), "notes": notes}
 

@@ -13,6 +13,7 @@ there: that is how the compiler verifies and benchmarks on devices.
 """
 import hashlib
 import json
+import math
 import os
 import statistics
 
@@ -113,5 +114,5 @@ class Model:
             self.vm.invoke_stateful("main")
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
         times = sorted(t * 1e3 for t in timer("main").results)
-        return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
+        return {"median_ms": statistics.median(times), "p90_ms": times[math.ceil(0.9 * len(times)) - 1],
                 "mean_ms": statistics.fmean(times), "min_ms": times[0], "runs": len(times), "times_ms": times}

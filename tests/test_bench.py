@@ -1,0 +1,104 @@
+"""python -m compiler.bench: the side-by-side table, its ratios, its labels; bad input is one line."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from compiler.bench import device_onnxruntime_timer, measure, table
+from compiler.errors import DeviceError
+from test_cli import assert_user_error
+
+ROOT = __import__("conftest").ROOT
+
+
+def run_bench(*args):
+    return subprocess.run([sys.executable, "-m", "compiler.bench", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def test_ratio_is_each_median_over_onnxruntimes():
+    rows = table({"ONNX Runtime": [4.0, 2.0, 3.0], "TVM": [1.0, 1.5, 9.0, 2.0, 1.0]})
+    assert rows["ONNX Runtime"]["ratio_vs_onnxruntime"] == 1.0
+    assert rows["TVM"]["median_ms"] == 1.5
+    assert rows["TVM"]["ratio_vs_onnxruntime"] == pytest.approx(0.5)
+    assert rows["TVM"]["p90_ms"] == 9.0  # nearest rank: the 5th of 5
+
+
+def test_measure_interleaves_rounds_and_drops_warmup():
+    calls = []
+
+    def timer(name):
+        def run(count):
+            calls.append((name, count))
+            return [float(len(calls))] * count
+        return run
+    times = measure({"a": timer("a"), "b": timer("b")}, rounds=3, per_round=2, warmup=1)
+    assert calls == [("a", 1), ("b", 1)] + [("a", 2), ("b", 2)] * 3
+    assert times["a"] == [3.0, 3.0, 5.0, 5.0, 7.0, 7.0] and len(times["b"]) == 6
+
+
+class FakeSession:
+    """An RPC session whose server has (or lacks) device_server.py's ONNX Runtime function."""
+
+    def __init__(self, reply=None):
+        self.reply, self.uploaded = reply, []
+
+    def get_function(self, name):
+        if self.reply is None:
+            raise AttributeError(f"function {name} not found")
+        return lambda model, threads, runs: json.dumps(self.reply)
+
+    def upload(self, path):
+        self.uploaded.append(path)
+
+
+def test_device_without_the_benchmark_function_or_onnxruntime_is_a_clear_error(tmp_path):
+    with pytest.raises(DeviceError, match="run compiler/device_server.py"):
+        device_onnxruntime_timer(FakeSession(), tmp_path / "m.onnx", 4)
+    timer = device_onnxruntime_timer(FakeSession({"error": "No module named 'onnxruntime': run `pip install "
+                                                           "onnxruntime` on the device"}), tmp_path / "m.onnx", 4)
+    with pytest.raises(DeviceError, match="pip install onnxruntime"):
+        timer(3)
+    session = FakeSession({"times_ms": [1.0, 2.0], "version": "1.32.0"})
+    assert device_onnxruntime_timer(session, tmp_path / "m.onnx", 4)(2) == [1.0, 2.0]
+    assert session.uploaded == [str(tmp_path / "m.onnx")]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--runs", "0"], "--runs 0"),
+    (["--target", "host", "--tracker", "127.0.0.1:9190"], "--tracker measures on a board"),
+    (["--target", "pi4"], "unknown target 'pi4'"),
+])
+def test_bad_input_is_one_line(args, fragment):
+    assert_user_error(run_bench(*args), fragment)
+
+
+@pytest.mark.slow
+def test_host_benchmark_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench("--target", "host", "--runs", "3", "--skip-untuned", "--json", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["emulated"] is False and report["runs_per_engine"] == 3
+    assert set(report["engines"]) == {"TVM stock fusion (shipped tuning database)", "ONNX Runtime", "PyTorch eager"}
+    for row in report["engines"].values():
+        assert row["runs"] == 3 and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
+    onnxruntime = report["engines"]["ONNX Runtime"]["median_ms"]
+    for row in report["engines"].values():
+        assert row["ratio_vs_onnxruntime"] == pytest.approx(row["median_ms"] / onnxruntime)
+    assert "| ONNX Runtime |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.emulated
+@pytest.mark.slow
+def test_emulated_pi_benchmark_runs_onnxruntime_on_the_device_and_says_emulated(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench("--target", "rpi4", "--runs", "2", "--skip-untuned", "--json", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["emulated"] is True and report["device"].startswith("emulated aarch64")
+    assert set(report["engines"]) == {"TVM stock fusion (no database for rpi4)", "ONNX Runtime"}
+    assert all(row["runs"] == 2 and row["median_ms"] > 0 for row in report["engines"].values())
+    assert "EMULATED (qemu-user)" in out.with_suffix(".md").read_text()
+    assert "EMULATED (qemu-user)" in result.stdout
