@@ -4,6 +4,8 @@
 its full-resolution epilogue with the patterns of compiler/dcac_patterns.py (FuseOpsByPattern). Each group
 becomes a Relax function marked Primitive; phase 1's LegalizeOps lowers the ops inside it to TIR and FuseTIR
 merges them into ONE PrimFunc per group, while stock FuseOps handles everything the patterns left alone.
+After FuseTIR, "dcac" also marks the blocks of those kernels with the project's MetaSchedule rules
+(schedules/), so tuning searches their design space instead of the generic one.
 """
 from .errors import UserError
 
@@ -24,3 +26,12 @@ def passes(mode: str) -> list:
     # FuseTIR rejects tensor constants inside a primitive function ("Tensor constants are not supported").
     return [relax.transform.FuseOpsByPattern(dcac_patterns.as_fusion_patterns(), bind_constants=False,
                                              annotate_codegen=False)]
+
+
+def schedule_passes(mode: str) -> list:
+    """Passes run after FuseTIR: mark blocks of the mode's kernels with the schedule rules of schedules/."""
+    if mode != "dcac":
+        return []
+    import schedules  # registers the rules with MetaSchedule
+
+    return [schedules.annotate_pass()]

@@ -39,6 +39,7 @@ def graph_passes(fusion: str) -> list:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        *fusion_table.schedule_passes(fusion),
         relax.transform.DeadCodeElimination(),
     ]
 

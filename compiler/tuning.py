@@ -176,6 +176,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase)."""
     from tvm.s_tir import meta_schedule as ms
 
+    import schedules  # noqa: F401  (registers the project's schedule rules before tasks are extracted)
+
     from . import farm as farm_mod
     from .linker import find_linker
     from .tune_builder import PersistentBuilder, SharedLibraryExport

@@ -114,3 +114,64 @@ def test_dcac_equals_stock_on_the_emulated_pi(tmp_path_factory):
     stock, dcac = outputs["stock"], outputs["dcac"]
     assert np.max(np.abs(dcac - stock)) / np.max(np.abs(stock)) <= 1e-5
     assert np.max(np.abs(stock)) > 0
+
+
+def _annotations(func) -> list:
+    return re.findall(r'"schedule_rule": "(dcac\.[a-z_]+)"', func.script())
+
+
+def test_dcac_kernels_carry_the_schedule_rules_and_stock_kernels_do_not(tunable):
+    import tvm
+
+    for mode in ("stock", "dcac"):
+        for gvar, func in tunable[mode].functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                continue
+            marks = _annotations(func)
+            if gvar.name_hint.startswith("fused_relax_"):  # a DC-AC kernel: 4 convolutions and their inputs
+                assert marks.count("dcac.lowres_conv") == 4, gvar.name_hint
+                assert marks.count("dcac.materialize") >= 2, gvar.name_hint
+            else:
+                assert marks == [], gvar.name_hint
+
+
+@pytest.mark.slow
+def test_tuning_a_dcac_kernel_goes_through_the_custom_rule(tunable, target, tmp_path):
+    """Two trials of one DC-AC task: the rule makes its design spaces, and the tuned kernel is correct."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules
+    from compiler.linker import find_linker
+    from compiler.tune_builder import PersistentBuilder
+    from schedules import dcac
+
+    calls = []
+
+    def counting(sch, block):
+        calls.append(sch.get(block).name_hint)
+        return dcac.lowres_conv(sch, block)
+    tvm.register_global_func("s_tir.meta_schedule.cpu.dcac.lowres_conv", counting, override=True)
+    builder = PersistentBuilder(find_linker(None), max_workers=1)
+    try:
+        task = next(t for t in ms.relax_integration.extract_tasks(tunable["dcac"], target)
+                    if t.task_name.startswith("fused_relax_"))
+        database = ms.tune_tir(task.dispatched[0], target, str(tmp_path), max_trials_global=2, num_trials_per_iter=2,
+                               builder=builder)
+    finally:
+        builder.close()
+        schedules.register()
+    assert sorted(set(calls)) == ["conv2d_nchw", "conv2d_nchw1", "group_conv2d_nchw", "group_conv2d_nchw1"]
+    best = ms.tir_integration.compile_tir(database, task.dispatched[0], target)
+    assert best is not None
+    reference = tvm.compile(task.dispatched[0], target=target)
+    tuned = tvm.compile(best.mod, target=target)
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(-1, 1, [int(d) for d in info.shape]).astype(info.dtype) for info in args_info]
+    outs = []
+    for lib in (reference, tuned):
+        arrays = [tvm.runtime.tensor(a) for a in inputs]
+        lib.mod["main"](*arrays) if hasattr(lib, "mod") else lib["main"](*arrays)
+        outs.append(arrays[-1].numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
