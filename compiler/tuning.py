@@ -293,6 +293,8 @@ def _provenance(database, preset, device, model_sha256, fusion, budget) -> dict:
         "target_name": preset.name, "target": preset.target, "rpc_key": preset.rpc_key,
         "device": device, "tvm_version": tvm.__version__, "model_sha256": model_sha256, "fusion": fusion,
         "budget": budget, "trials": database.record_count(),
+        "measurement_inputs": "float tensors uniform in [-1, 1) (compiler/measure_inputs.py)",
+        **({"history": previous["history"]} if "history" in previous else {}),
         "created": previous.get("created", _now()), "updated": _now(),
         "note": ("measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
                  else "measured on the device described here"),
