@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
 from compiler.api import ROOT, CompileOptions, compile_model  # noqa: E402
-from compiler.bench import host_engines, measure, render_markdown, table, tvm_timer  # noqa: E402
+from compiler.bench import host_engines, interleaving, measure, render_markdown, table, tvm_timer  # noqa: E402
 from compiler.runtime import Model  # noqa: E402
 from compiler.tuning import TuneOptions, host_provenance  # noqa: E402
 
@@ -37,12 +37,12 @@ def main() -> int:
 
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
     timers.update(host_engines(preset.num_cores, image))
-    rounds = max(1, -(-args.runs // 5))
-    times = measure(timers, rounds, 5)
+    rounds, per_round = interleaving(args.runs)
+    times = measure(timers, rounds, per_round)
     rows = table(times)
     device = host_provenance()
     print(render_markdown({"device": f"{device['cpu_model']} ({device['llvm_cpu']})", "threads": preset.num_cores,
-                           "runs_per_engine": rounds * 5, "engines": rows,
+                           "runs_per_engine": rounds * per_round, "engines": rows,
                            "command": f"bench/fusion.py --trials {args.trials} --runs {args.runs}"}))
     return 0
 

@@ -179,8 +179,10 @@ def _coverage_note(build) -> str:
     return f"Tuned kernels: {coverage['kernels_tuned']} of {coverage['kernels_total']} from {shown}{emulated}."
 
 
-def _rounds(args, per_round: int = 5) -> int:
-    return max(1, -(-args.runs // min(per_round, args.runs)))
+def interleaving(runs: int, per_round: int = 5) -> tuple:
+    """(rounds, runs per round) giving each engine at least `runs` timed runs."""
+    per_round = min(per_round, runs)
+    return -(-runs // per_round), per_round
 
 
 def _command(preset, args) -> str:
@@ -199,8 +201,7 @@ def run_host(preset, args) -> dict:
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
     timers = {name: tvm_timer(Model(build.library)) for name, build in builds.items()}
     timers.update(host_engines(threads, image))
-    per_round = min(5, args.runs)
-    rounds = _rounds(args, per_round)
+    rounds, per_round = interleaving(args.runs)
     say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
     times = measure(timers, rounds, per_round)
     device = host_provenance()
@@ -226,8 +227,7 @@ def run_device(preset, args) -> dict:
         emulated = args.tracker is None or bool(device.get("emulated"))
         timers = {name: tvm_timer(Model(build.library, session=session)) for name, build in builds.items()}
         timers["ONNX Runtime"] = device_onnxruntime_timer(session, ROOT / "build" / "attendnext.onnx", threads)
-        per_round = min(5, args.runs)
-        rounds = _rounds(args, per_round)
+        rounds, per_round = interleaving(args.runs)
         say(f"measuring {len(timers)} engines on {device.get('cpu_model', 'the device')}, "
             f"{rounds} interleaved rounds of {per_round} runs")
         times = measure(timers, rounds, per_round, warmup=1)

@@ -79,21 +79,20 @@ def annotate_pass():
     def annotate(mod, _context):
         updates = {}
         for gvar, func in mod.functions.items():
-            if not isinstance(func, tvm.tirx.PrimFunc):
+            rules = [(blocks, rule) for (kernel, blocks), rule in RULES.items() if gvar.name_hint.startswith(kernel)]
+            if not rules or not isinstance(func, tvm.tirx.PrimFunc):
                 continue
-            for (kernel_prefix, block_prefixes), rule in RULES.items():
-                if not gvar.name_hint.startswith(kernel_prefix):
-                    continue
-                sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-                for block in sch.get_child_blocks(sch.get_sblock("root")):
+            sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+            for block in sch.get_child_blocks(sch.get_sblock("root")):
+                for block_prefixes, rule in rules:
                     if sch.get(block).name_hint.startswith(block_prefixes):
                         sch.annotate(block, "schedule_rule", rule)
                         for source in _input_producers(sch, block):
                             sch.annotate(source, "schedule_rule", INPUT_RULE)
-                updates[gvar] = sch.mod["main"]
+            updates[gvar] = sch.mod["main"]
         if not updates:
             return mod
-        mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        mod = mod.clone()
         for gvar, func in updates.items():
             mod[gvar] = func
         return mod
