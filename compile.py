@@ -13,6 +13,8 @@ import sys
 
 
 def parse_args(argv):
+    from compiler.pipeline import DEFAULT_LAYOUT, LAYOUTS
+
     parser = argparse.ArgumentParser(prog="compile.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
     parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
@@ -23,12 +25,20 @@ def parse_args(argv):
     parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
                         help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/dcac_patterns.py)")
+    parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=list(LAYOUTS),
+                        help="weights as imported (plain), or prepacked into the layout each tuned kernel chose; "
+                             f"each has its own database (default {DEFAULT_LAYOUT})")
     parser.add_argument("--explain", action="store_true",
                         help="print kernels and intermediate bytes per DC-AC block, stock against dcac fusion, and exit")
     parser.add_argument("--linker", choices=["gnu", "zig"], help="cross linker (default: gnu when installed)")
-    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<model>; 'none': no tuning)")
+    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<cpu>/<model>; "
+                                           "'none': no tuning)")
     parser.add_argument("--allow-emulated-logs", action="store_true",
                         help="apply a database measured under emulation to a real board's build")
+    parser.add_argument("--allow-stale-database", action="store_true",
+                        help="apply a database tuned under another pipeline fingerprint (its records may match nothing)")
+    parser.add_argument("--allow-other-cpu", action="store_true",
+                        help="with --tune: add records to a database measured for another CPU")
     parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
     parser.add_argument("--trials", type=int, default=2000, help="total tuning budget (resumed runs count spent trials)")
     parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
@@ -50,16 +60,20 @@ def main(argv=None) -> int:
         if args.list_targets:
             print(targets.describe_all())
             return 0
+        if args.tolerance < 0:
+            raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
         from compiler.api import CompileOptions, compile_model, explain
         from compiler.onnx_model import parse_input_shapes
         from compiler.tuning import TuneOptions
 
         options = CompileOptions(
             target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
-            out=args.out, weights=args.weights, fusion=args.fusion, linker=args.linker, database=args.database,
-            allow_emulated_logs=args.allow_emulated_logs, verify=args.verify,
+            out=args.out, weights=args.weights, fusion=args.fusion, layout=args.layout, linker=args.linker,
+            database=args.database, allow_emulated_logs=args.allow_emulated_logs,
+            allow_stale_database=args.allow_stale_database, verify=args.verify,
             tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
-                             session_timeout=args.session_timeout) if args.tune else None, tracker=args.tracker,
+                             session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu)
+            if args.tune else None, tracker=args.tracker,
             tolerance=args.tolerance, dump_ir=args.dump_ir)
         if args.explain:
             print(explain(options))

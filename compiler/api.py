@@ -23,9 +23,11 @@ class CompileOptions:
     out: Optional[str] = None  # default dist/<model>-<target>
     weights: Optional[str] = None  # AttendNeXt state dict
     fusion: str = "stock"
+    layout: str = pipeline.DEFAULT_LAYOUT  # "plain" (as imported) or "prepack" (as the tuned kernels chose)
     linker: Optional[str] = None  # "gnu" or "zig"; default: gnu if installed
     database: Optional[str] = None  # default tuning_logs/<target>/<model> when it exists
     allow_emulated_logs: bool = False
+    allow_stale_database: bool = False  # apply a database tuned under another pipeline fingerprint
     tune: Optional[tuning.TuneOptions] = None  # tune before building
     verify: bool = False
     tracker: Optional[str] = None
@@ -79,35 +81,42 @@ def compile_model(options: CompileOptions) -> CompileResult:
     target = preset.tvm_target()
     say(f"[1/4] importing {model.path.name} into Relax")
     mod = pipeline.import_onnx(model)
-    say(f"[2/4] graph passes (fusion: {options.fusion})")
-    mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir)
+    say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
+    mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
     kernels = pipeline.kernel_names(mod)
+    fingerprint = pipeline.fingerprint(options.fusion, options.layout)
     if options.tune is not None:
-        tune_database = tuning_db.for_build(preset, model, options.fusion, options.database)
-        say(f"      tuning {model.name} for {preset.name}: budget {options.tune.trials} trials, "
-            f"database {tune_database.path}")
-        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, options.fusion)
+        tune_database = tuning_db.for_build(preset, model, options.fusion, options.database, options.layout)
+        say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
+            f"{options.tune.trials} trials, database {tune_database.path}")
+        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint)
         from . import tuning_report
 
         tuning_report.write(tune_database, mod, target)
         say(tuning.describe(summary))
-    database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs)
+    database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs,
+                                options.layout, options.allow_stale_database, fingerprint)
     tuned = []
     if database is not None:
         mod = pipeline.apply_database(mod, target, database.load(), options.dump_ir)
         tuned = pipeline.scheduled_kernel_names(mod)
-        say(f"      tuning database {database.path}: {len(tuned)} of {len(kernels)} kernels tuned")
+        say(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
+            f"{len(tuned)} of {len(kernels)} kernels tuned")
     else:
-        say(f"      no tuning database for {preset.name}/{model.name}: default schedules (slow; see --tune)")
+        say(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{model.name}: default "
+            "schedules (slow; see --tune)")
+    mod = pipeline.finish_layout(mod, target, options.layout, options.dump_ir)
     say(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
-    executable = pipeline.build(mod, target)
+    executable = pipeline.build(mod, target, options.dump_ir)
     say(f"[4/4] linking with {link.name} into {out_dir}")
     fields = dict(
         model=model.name, onnx_sha256=model.sha256,
         inputs=[spec.as_dict() for spec in model.inputs],
         outputs=pipeline.output_specs(mod, model.output_names),
         target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
+        layout=options.layout,
         tuning=artifact.TuningInfo(database=str(database.path) if database else None,
+                                   cpu=database.cpu if database else None, pipeline=fingerprint["hash"],
                                    emulated=bool(database and database.emulated),
                                    kernels_total=len(kernels), kernels_tuned=len(tuned)),
         build_seconds=round(time.time() - started, 2),

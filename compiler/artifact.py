@@ -23,6 +23,8 @@ class TuningInfo:
     emulated: bool  # measured under qemu: never a real board's schedules
     kernels_total: int
     kernels_tuned: int  # kernels that got a tuned schedule from the database
+    cpu: Optional[str] = None  # the LLVM cpu that database was tuned for
+    pipeline: str = ""  # fingerprint of the pipeline that built the kernels (compiler/pipeline.py)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Sidecar:
     target: dict
     linker: str
     fusion: str
+    layout: str
     tvm_version: str
     tuning: TuningInfo
     build_seconds: float

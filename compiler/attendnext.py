@@ -3,7 +3,7 @@
 This is a reconstruction, not the authors' network: AttendNeXt (Wong et al., arXiv:2208.06980) was
 published without code or weights. The layout follows the four-column network drawn in the same group's
 Cancer-Net SCa x AttendNeXt (Tai et al., arXiv:2311.11656) and the attention-condenser formulas in
-/work/shared/design/attendnext.md; every reconstructed choice is a field of `AttendNeXtConfig`, so a user
+docs/attendnext.md; every reconstructed choice is a field of `AttendNeXtConfig`, so a user
 who knows the paper's exact configuration can set it. Weights are seeded random unless a state_dict is given.
 """
 from __future__ import annotations

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, targets
+from . import atomic, targets, tuning_db
 from .api import ROOT, CompileOptions, compile_model, say
+from .pipeline import DEFAULT_LAYOUT, LAYOUTS
 from .errors import DeviceError, UserError
 
 
@@ -138,7 +139,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here (and Markdown beside it)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
                         help="fusion mode of the TVM builds (its database: tuning_logs/<target>/attendnext[-dcac])")
+    parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=list(LAYOUTS),
+                        help=f"weight layout of the TVM builds (default {DEFAULT_LAYOUT})")
+    parser.add_argument("--database", help="apply this tuning database folder on purpose (default: this CPU's)")
     parser.add_argument("--skip-untuned", action="store_true", help="leave out TVM with default schedules")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the time goes: TVM per kernel beside ONNX Runtime per operator "
+                             "(host only; JSON key 'profile')")
     args = parser.parse_args(argv)
     try:
         if args.runs < 1:
@@ -146,37 +153,64 @@ def main(argv=None) -> int:
         preset = targets.load(args.target)
         if preset.is_host and args.tracker:
             raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
+        if args.profile and not preset.is_host:
+            raise UserError("--profile instruments the library in this process: use it with --target host")
         report = run_host(preset, args) if preset.is_host else run_device(preset, args)
     except (UserError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     print(render_markdown(report))
+    if report.get("profile"):
+        from .profile import render
+
+        print(render(report["profile"]))
     if args.json:
         atomic.write_json(args.json, report)
-        atomic.write_text(Path(args.json).with_suffix(".md"), render_markdown(report))
+        markdown = render_markdown(report)
+        if report.get("profile"):
+            from .profile import render
+
+            markdown += render(report["profile"])
+        atomic.write_text(Path(args.json).with_suffix(".md"), markdown)
     return 0
 
 
 def _builds(preset, args) -> dict:
-    """The TVM artifacts to measure: shipped database (and untuned unless skipped), in a scratch folder."""
+    """The TVM artifacts to measure: this CPU's database (and untuned unless skipped), in a scratch folder.
+    Each row's label names the CPU its database was tuned for."""
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
-    shipped = compile_model(CompileOptions(target=preset.name, fusion=args.fusion, out=str(work / "tuned")))
-    label = "shipped tuning database" if shipped.sidecar["tuning"]["database"] else f"no database for {preset.name}"
-    builds = {f"TVM {args.fusion} fusion ({label})": shipped}
-    if not args.skip_untuned and shipped.sidecar["tuning"]["database"]:
-        builds["TVM (untuned)"] = compile_model(CompileOptions(target=preset.name, fusion=args.fusion,
-                                                               out=str(work / "untuned"), database="none"))
+    common = dict(target=preset.name, fusion=args.fusion, layout=args.layout)
+    shipped = compile_model(CompileOptions(**common, database=args.database, out=str(work / "tuned")))
+    tuning = shipped.sidecar["tuning"]
+    label = (f"database tuned for {tuning['cpu']}" if tuning["database"]
+             else f"no database for {preset.name}/{tuning_db.cpu_of(preset)}")
+    builds = {f"TVM {args.fusion} fusion, {args.layout} weights ({label})": shipped}
+    if not args.skip_untuned and tuning["database"]:
+        builds["TVM (untuned)"] = compile_model(CompileOptions(**common, out=str(work / "untuned"), database="none"))
     return builds
 
 
-def _coverage_note(build) -> str:
+def database_summary(build) -> dict:
+    """What the bench JSON records of the applied database: path, CPU, coverage, trials."""
     coverage = build.sidecar["tuning"]
     if not coverage["database"]:
-        return "No tuning database was found for this target: its TVM row runs default (untuned) schedules."
+        return {"path": None, "cpu": None, "kernels_tuned": 0, "kernels_total": coverage["kernels_total"]}
     path = Path(coverage["database"])
-    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    emulated = " (measured under emulation)" if coverage.get("emulated") else ""
-    return f"Tuned kernels: {coverage['kernels_tuned']} of {coverage['kernels_total']} from {shown}{emulated}."
+    database = tuning_db.TuningDatabase(path)
+    return {"path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "cpu": coverage["cpu"],
+            "trials": database.record_count(), "pipeline": coverage["pipeline"],
+            "kernels_tuned": coverage["kernels_tuned"], "kernels_total": coverage["kernels_total"],
+            "emulated": coverage.get("emulated", False)}
+
+
+def _coverage_note(build, runs_on: str) -> str:
+    summary = database_summary(build)
+    if not summary["path"]:
+        return (f"No tuning database for this target and CPU ({runs_on}): its TVM row runs default (untuned) "
+                "schedules.")
+    emulated = " (measured under emulation)" if summary["emulated"] else ""
+    return (f"Tuned kernels: {summary['kernels_tuned']} of {summary['kernels_total']} from {summary['path']} "
+            f"({summary['trials']} trials, tuned for CPU {summary['cpu']}{emulated}; this run's CPU: {runs_on}).")
 
 
 def interleaving(runs: int, per_round: int = 5) -> tuple:
@@ -187,28 +221,55 @@ def interleaving(runs: int, per_round: int = 5) -> tuple:
 
 def _command(preset, args) -> str:
     return " ".join(["python -m compiler.bench", f"--target {preset.name}", f"--fusion {args.fusion}",
+                     f"--layout {args.layout}", *([f"--database {args.database}"] if args.database else []),
+                     *(["--profile"] if args.profile else []),
                      *([f"--tracker {args.tracker}"] if args.tracker else []), f"--runs {args.runs}",
                      *(["--skip-untuned"] if args.skip_untuned else [])])
 
 
-def run_host(preset, args) -> dict:
-    from .runtime import Model
-    from .tuning import host_provenance
+def machine() -> dict:
+    """The host as every results file records it: CPU model, LLVM cpu, vector features."""
+    from .device_info import host_description
 
-    threads = preset.num_cores
+    device = host_description()
+    return {"cpu_model": device["cpu_model"], "llvm_cpu": device["llvm_cpu"],
+            "cpu_features": device["cpu_features"], "cores": len(os.sched_getaffinity(0))}
+
+
+def side_by_side(builds: dict, threads: int, runs: int, command: str) -> dict:
+    """TVM builds (label -> CompileResult) with ONNX Runtime and PyTorch eager on the host, interleaved in
+    one run, same thread count: the report every host benchmark writes (JSON-ready)."""
+    from .runtime import Model
+
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read by TVM's thread pool on first use
-    builds = _builds(preset, args)
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
     timers = {name: tvm_timer(Model(build.library)) for name, build in builds.items()}
     timers.update(host_engines(threads, image))
-    rounds, per_round = interleaving(args.runs)
+    rounds, per_round = interleaving(runs)
     say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
     times = measure(timers, rounds, per_round)
-    device = host_provenance()
-    return {"model": "attendnext", "target": preset.name, "device": f"{device['cpu_model']} ({device['llvm_cpu']})",
-            "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
-            "command": _command(preset, args), "engines": table(times),
-            "notes": [_coverage_note(next(iter(builds.values())))]}
+    host = machine()
+    return {"model": "attendnext", "target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})",
+            "machine": host, "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
+            "command": command, "engines": table(times),
+            "databases": {name: database_summary(build) for name, build in builds.items()},
+            "notes": [f"{name}: {_coverage_note(build, host['llvm_cpu'])}" for name, build in builds.items()]}
+
+
+def run_host(preset, args) -> dict:
+    threads = preset.num_cores
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    builds = _builds(preset, args)
+    report = side_by_side(builds, threads, args.runs, _command(preset, args))
+    first = next(iter(builds.values()))
+    report["database"] = database_summary(first)
+    if args.profile:
+        from .profile import profile
+
+        say("profiling the tuned build: TVM per kernel and ONNX Runtime per operator, 20 runs each")
+        image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+        report["profile"] = profile(first.library, ROOT / "build" / "attendnext.onnx", image, threads)
+    return report
 
 
 def run_device(preset, args) -> dict:
@@ -231,7 +292,7 @@ def run_device(preset, args) -> dict:
         say(f"measuring {len(timers)} engines on {device.get('cpu_model', 'the device')}, "
             f"{rounds} interleaved rounds of {per_round} runs")
         times = measure(timers, rounds, per_round, warmup=1)
-    notes = [_coverage_note(next(iter(builds.values()))),
+    notes = [_coverage_note(next(iter(builds.values())), tuning_db.cpu_of(preset)),
              "PyTorch eager is measured on the host benchmark only (it is not installed on the device)."]
     name = device.get("cpu_model", "unknown")
     if emulated:  # qemu-user shows the host's /proc/cpuinfo

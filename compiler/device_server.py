@@ -1,7 +1,7 @@
 """The device side of a tuning farm: TVM's RPC server plus two functions of the project's own.
 
 Run it on a board (it needs only the apache-tvm wheel):
-    python device_server.py --tracker 10.0.0.5:9190 --key rpi4
+    python device_server.py --tracker 10.0.0.5:9190 --key rpi4 --host 10.0.0.17   # the board's private address
 It is TVM's own `tvm.rpc.Server`. `dcac.device_info` lets the compiler record which device measured a
 database (uname, CPU model, and whether it runs under emulation); `dcac.onnxruntime_benchmark` times
 ONNX Runtime on the board itself, for `python -m compiler.bench --target rpi4 --tracker ...` (it needs
@@ -9,6 +9,8 @@ ONNX Runtime on the board itself, for `python -m compiler.bench --target rpi4 --
 for tuning and verification; their provenance then says the device is unknown.
 """
 import argparse
+
+DEFAULT_HOST = "127.0.0.1"  # safe by default: whoever reaches this port can run code on the board
 
 
 def register_functions():
@@ -75,14 +77,20 @@ def register_functions():
     tvm.register_global_func("dcac.onnxruntime_benchmark", onnxruntime_benchmark, override=True)
 
 
-def main() -> None:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="TVM RPC server with device info, for a tuning farm")
     parser.add_argument("--tracker", required=True, help="HOST:PORT of the RPC tracker")
     parser.add_argument("--key", required=True, help="the target preset's rpc_key, e.g. rpi4")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default loopback: the server runs any code a client uploads; "
+                             "give the board's private-network address to serve a farm, never a public one)")
     parser.add_argument("--port", type=int, default=9090)
     parser.add_argument("--port-end", type=int, default=9199)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     from tvm import rpc
 
     host, port = args.tracker.rsplit(":", 1)

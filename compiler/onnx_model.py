@@ -77,15 +77,39 @@ def _dtype_name(elem_type: int) -> str:
     return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
 
 
+def _missing_external_data(path: Path) -> Optional[Path]:
+    """The first external-data file `path` refers to that does not exist (None if all exist or none used)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), None)
+            if location and not (path.parent / location).is_file():
+                return path.parent / location
+    return None
+
+
 def load(path, input_shapes: Optional[Dict[str, Tuple[int, ...]]] = None) -> OnnxModel:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.onnx"))
+        raise UserError(f"--model {path} is a directory: give the .onnx file inside it"
+                        + (f" (e.g. {path / found[0]})" if found else ""))
     if not path.is_file():
         raise UserError(f"model file {path} not found: check the path given to --model")
     try:
         proto = onnx.load(str(path))
-    except Exception as err:  # protobuf raises DecodeError and friends
+    except Exception as err:  # protobuf raises DecodeError and friends; onnx a ValidationError
+        missing = _missing_external_data(path)
+        if missing:
+            raise UserError(f"{path.name} keeps its weights in an external-data file that is missing: {missing}; "
+                            f"copy it next to {path.name}, where the exporter wrote it") from None
         raise UserError(f"{path} is not an ONNX model ({type(err).__name__}): pass a .onnx file, "
                         "e.g. one written by torch.onnx.export") from None
     if not proto.graph.node:
@@ -107,6 +131,11 @@ def load(path, input_shapes: Optional[Dict[str, Tuple[int, ...]]] = None) -> Onn
         tensor = value.type.tensor_type
         if value.name in input_shapes:
             shape = input_shapes[value.name]
+            declared = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+            if len(declared) != len(shape) or any(d > 0 and d != s for d, s in zip(declared, shape)):
+                shown = ",".join(str(d) if d > 0 else "?" for d in declared)
+                raise UserError(f"--input-shape {value.name}={','.join(map(str, shape))} does not fit the model's "
+                                f"input shape ({shown}): only its dynamic (?) dimensions can be set")
         else:
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
             if any(d <= 0 for d in dims):

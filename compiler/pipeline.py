@@ -3,7 +3,8 @@
 Phase 1 (graph: fold, custom fusion, legalize, stock fusion) yields the *tunable module*: MetaSchedule
 extracts its tasks from it, and a tuning database is applied to exactly it. Running the same phase 1
 before tuning and before building is what makes workload keys match; otherwise nothing is applied,
-silently (stack.md). Phase 2 applies the database; phase 3 lowers to the VM.
+silently (docs/tvm-notes.md). Phase 2 applies the database (and, for prepacked weights, folds the weight
+transforms into the constants); phase 3 lowers to the VM with TVM's own CPU lists.
 """
 import os
 from typing import Optional
@@ -26,41 +27,81 @@ def import_onnx(model):
                         "simplify the graph (static shapes, constant folding) before compiling") from None
 
 
-def graph_passes(fusion: str) -> list:
-    """Phase 1: the passes that decide the kernels (and so the tuning tasks)."""
-    from tvm import relax
+LAYOUTS = ("plain", "prepack")
+DEFAULT_LAYOUT = "prepack"  # chosen by measurement: README, "Performance"
 
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown weight layout '{layout}': choose one of {', '.join(LAYOUTS)}")
+
+
+def graph_passes(fusion: str, layout: str = DEFAULT_LAYOUT, target=None) -> list:
+    """Phase 1: the passes that decide the kernels (and so the tuning tasks).
+
+    TVM's CPU legalization list (LegalizeOps .. FuseTIR) is used as TVM defines it; the project adds its
+    fusion patterns before it and its schedule annotations after it. `layout="prepack"` marks weights
+    layout-free, so MetaSchedule's tiling may choose each convolution's weight layout."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    _check_layout(layout)
+    target = target or tvm.target.Target.current() or tvm.target.Target({"kind": "llvm", "num-cores": 1})
     return [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
         *fusion_table.passes(fusion),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
+        *cpu_pipeline.legalize_passes(target),
         *fusion_table.schedule_passes(fusion),
+        *([relax.transform.AttachAttrLayoutFreeBuffers()] if layout == "prepack" else []),
         relax.transform.DeadCodeElimination(),
     ]
 
 
-def lowering_passes() -> list:
-    """Phase 3: Relax dataflow to VM code (the CPU backend's lowering and finalisation, unchanged)."""
+def post_tuning_passes(layout: str) -> list:
+    """Phase 2b, after the database is applied: a prepacked build splits each kernel's weight transform
+    into its own function and folds it on the constant weights, so the shipped library holds the
+    weights already in the layout the tuned kernels read (no transform step on the device)."""
     from tvm import relax
 
-    return [
-        relax.transform.RewriteDataflowReshape(),
-        relax.transform.ToNonDataflow(),
-        relax.transform.RemovePurityChecking(),
-        relax.transform.CallTIRRewrite(),
-        relax.transform.StaticPlanBlockMemory(),
-        relax.transform.LowerAllocTensor(),
-        relax.transform.KillAfterLastUse(),
-        relax.transform.LowerRuntimeBuiltin(),
-        relax.transform.ComputePrimValue(),
-        relax.transform.VMShapeLower(),
-        relax.transform.AttachGlobalSymbol(),
-    ]
+    _check_layout(layout)
+    if layout != "prepack":
+        return []
+    return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination()]
+
+
+def lowering_passes(target) -> list:
+    """Phase 3: Relax dataflow to VM code: TVM's own CPU lists, unchanged. (Imported from the module that
+    defines them: TVM 0.27's `relax.pipeline.dataflow_lower_passes` dispatches to a name its cpu_generic
+    package does not export.)"""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    return [*cpu_pipeline.dataflow_lower_passes(target), *cpu_pipeline.finalize_passes(target)]
+
+
+def fingerprint(fusion: str, layout: str = DEFAULT_LAYOUT) -> dict:
+    """What decides the kernels a database's records must match: phase-1 pass names, fusion mode and
+    patterns, schedule rules, weight layout and TVM version, with a short hash of all of it."""
+    import hashlib
+    import json
+
+    import tvm
+
+    with tvm.target.Target({"kind": "llvm", "num-cores": 1}):
+        names = [p.info.name for p in graph_passes(fusion, layout)]
+    fields = {"passes": names, "fusion": fusion, "layout": layout, "tvm_version": tvm.__version__}
+    if fusion == "dcac":
+        import schedules
+
+        from . import dcac_patterns
+
+        fields["patterns"] = [row[0] for row in dcac_patterns.TABLE]
+        fields["schedule_rules"] = sorted(f"{kernel}:{','.join(blocks)}={rule}"
+                                          for (kernel, blocks), rule in schedules.RULES.items())
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return {"hash": digest, **fields}
 
 
 def _run(passes, mod, target, dump_dir: Optional[str], phase: str):
@@ -68,16 +109,21 @@ def _run(passes, mod, target, dump_dir: Optional[str], phase: str):
 
     with target, tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(passes, name=phase)(mod)
+    _dump(mod, dump_dir, phase)
+    return mod
+
+
+def _dump(mod, dump_dir: Optional[str], phase: str) -> None:
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)
         with open(os.path.join(dump_dir, f"{phase}.py"), "w") as handle:
             handle.write(mod.script())
-    return mod
 
 
-def tunable_module(mod, target, fusion: str = "stock", dump_dir: Optional[str] = None):
+def tunable_module(mod, target, fusion: str = "stock", dump_dir: Optional[str] = None,
+                   layout: str = DEFAULT_LAYOUT):
     """Phase 1 on an imported module: what tuning extracts tasks from and what a database applies to."""
-    return _run(graph_passes(fusion), mod, target, dump_dir, "1-graph")
+    return _run(graph_passes(fusion, layout, target), mod, target, dump_dir, "1-graph")
 
 
 def kernel_names(mod) -> list:
@@ -102,19 +148,26 @@ def apply_database(mod, target, database, dump_dir: Optional[str] = None):
 
     with target, database, tvm.transform.PassContext(opt_level=3):
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    if dump_dir:
-        with open(os.path.join(dump_dir, "2-tuned.py"), "w") as handle:
-            handle.write(mod.script())
+    _dump(mod, dump_dir, "2-tuned")
     return mod
 
 
-def build(mod, target):
-    """Phase 3 and code generation: a VM executable for `target`."""
+def finish_layout(mod, target, layout: str, dump_dir: Optional[str] = None):
+    """Phase 2b (see post_tuning_passes); a no-op for the plain layout."""
+    passes = post_tuning_passes(layout)
+    return _run(passes, mod, target, dump_dir, "2b-prepacked") if passes else mod
+
+
+def build(mod, target, dump_dir: Optional[str] = None):
+    """Phase 3 and code generation: a VM executable for `target` (with the fast exp/sigmoid lowering)."""
     import tvm
 
-    lowering = tvm.transform.Sequential(lowering_passes(), name="3-lower")
+    from . import fast_math
+
+    fast_math.install()
+    lowered = _run(lowering_passes(target), mod, target, dump_dir, "3-lower")
     with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.compile(mod, target=target, relax_pipeline=lowering)
+        return tvm.compile(lowered, target=target, relax_pipeline=tvm.transform.Sequential([]))
 
 
 def output_specs(mod, names) -> list:

@@ -53,15 +53,21 @@ def available() -> list:
 
 
 def load(name: str) -> Preset:
-    path = TARGETS_DIR / f"{name}.json"
+    """A preset by name (targets/<name>.json) or by path to a preset file of your own (`--target
+    my/board.json`; its optional "name" field is the name its databases and artifacts go under)."""
+    path = Path(name) if name.endswith(".json") else TARGETS_DIR / f"{name}.json"
     if not path.is_file():
+        if name.endswith(".json"):
+            raise UserError(f"target preset file {name} not found: give the path of a preset JSON file "
+                            "(see targets/rpi4.json for the fields)")
         raise UserError(f"unknown target '{name}': choose one of {', '.join(available())} "
-                        f"(or add targets/{name}.json)")
+                        f"(or add targets/{name}.json, or give a preset file: --target path/to/board.json)")
     try:
         data = json.loads(path.read_text())
+        name = data.get("name", path.stem)
         return Preset(name=name, description=data["description"], target=_resolve_host_values(data["target"]),
                       cross_triple=data["cross_triple"], rpc_key=data["rpc_key"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"target preset {path} is malformed ({err}): it needs description, target, "
                         "cross_triple and rpc_key") from None
 

@@ -20,10 +20,15 @@ from .linker import Linker
 
 
 def build_candidate(mod, target, _params):
-    """Build one scheduled candidate; the schedule is already tensorized, so no intrinsics import."""
+    """Build one scheduled candidate; the schedule is already tensorized, so no intrinsics import.
+    Candidates are compiled with the same exp/sigmoid lowering as the final build (compiler/fast_math.py),
+    so tuning ranks schedules by the cost they will have in the shipped library."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    from .fast_math import install
+
+    install()
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 

@@ -16,7 +16,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import signal
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
+from .device_info import host_description
 from .errors import DeviceError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,7 @@ class TuneOptions:
     session_timeout: float = 120.0  # one candidate's upload + load + measurement on a device
     trials_per_iter: Optional[int] = None  # default: from the budget and the number of tasks
     builder: str = "persistent"  # or "stock": MetaSchedule's LocalBuilder (for throughput comparisons)
+    allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
 
 
 @dataclass
@@ -95,28 +96,11 @@ def device_provenance(session) -> dict:
         return {"cpu_model": "unknown (plain TVM rpc_server)", "emulated": None}
 
 
-def host_provenance() -> dict:
-    import tvm
-
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next((l.split(":", 1)[1].strip() for l in handle if l.startswith("model name")), model)
-    except OSError:
-        pass
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = set(next((l.split(":", 1)[1].split() for l in handle if l.startswith("flags")), []))
-    except OSError:
-        pass
-    features = sorted(flags & {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"})
-    return {"uname": dict(platform.uname()._asdict()), "machine": platform.machine(), "cpu_model": model,
-            "llvm_cpu": str(tvm.target.codegen.llvm_get_system_cpu()), "cpu_features": features,
-            "emulated": False}
+class StopRequested(Exception):
+    """Raised from the measure callback after Ctrl-C: the batch just measured is already in the database."""
 
 
-def _make_progress_callback(total: int, done: int, check_servers):
+def _make_progress_callback(total: int, done: int, check_servers, stop_requested: list):
     from tqdm import tqdm
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -149,6 +133,8 @@ def _make_progress_callback(total: int, done: int, check_servers):
             if self.failures and check_servers is not None and not check_servers():
                 self.no_servers_left = True  # TVM's FFI loses the exception's type on the way out
                 raise NoServersLeft()
+            if stop_requested:  # raised here, between batches: an exception elsewhere in TVM's C++ loop aborts
+                raise StopRequested()
 
     return Progress()
 
@@ -172,8 +158,9 @@ def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptio
     return runner
 
 
-def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion: str) -> TuneSummary:
-    """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase)."""
+def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict) -> TuneSummary:
+    """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase), built
+    by the pipeline `fingerprint` names (compiler/pipeline.py)."""
     from tvm.s_tir import meta_schedule as ms
 
     import schedules  # noqa: F401  (registers the project's schedule rules before tasks are extracted)
@@ -184,6 +171,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
 
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
+    from .tuning_db import check_resume
+
+    check_resume(database, preset, fingerprint, options.allow_other_cpu)
     started = time.time()
     target = preset.tvm_target()
     db = database.load()
@@ -195,6 +185,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     if remaining <= 0:
         print(f"tuning: {spent} trials already in {database.path} (budget {options.trials}): nothing to do",
               file=sys.stderr)
+        _close_interrupted_run(database)  # a killed run's entry, if any: it never reached _finish
         return _finish(summary, database, started)
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -205,7 +196,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
             from .measure_inputs import alloc_local
 
             runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
-            device, check = host_provenance(), None
+            device, check = host_description(), None
         else:
             if options.tracker is None:
                 print(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
@@ -226,7 +217,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
             def check() -> bool:
                 return farm_mod.servers_for_key(farm_mod.tracker_summary(host, port), preset.rpc_key) > 0
             runner = _rpc_runner(host, port, preset.rpc_key, servers, options)
-        database.write_provenance(_provenance(database, preset, device, model_sha256, fusion, options.trials))
+        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options.trials))
         link = find_linker(preset.cross_triple)
         workers = max(1, min(2, os.cpu_count() or 1))
         if options.builder == "stock":
@@ -234,15 +225,21 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
             builder.close = lambda: None
         else:
             builder = PersistentBuilder(link, max_workers=workers)
-        progress = _make_progress_callback(options.trials, spent, check)
+        interrupted = []
+        progress = _make_progress_callback(options.trials, spent, check, interrupted)
         per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir=str(database.path / "logs"))
-        interrupted = []
 
         def on_interrupt(signum, frame):
+            """First Ctrl-C: stop once the batch being measured is saved. Second: stop now (the records of
+            batches not yet joined by MetaSchedule are lost; the database stays consistent)."""
             interrupted.append(signum)
-            signal.default_int_handler(signum, frame)
+            if len(interrupted) == 1:
+                progress.bar.write("stopping after the batch being measured is saved (Ctrl-C again: stop now)")
+                return
+            _close_interrupted_run(database)
+            os._exit(130)
         previous_handler = signal.signal(signal.SIGINT, on_interrupt)
         try:
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
@@ -251,7 +248,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
                                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
                                task_scheduler="gradient")
         except Exception:
-            if interrupted:  # Ctrl-C inside TVM's loop comes back as a RuntimeError
+            if interrupted:  # the stop raised in the callback comes back from TVM as a RuntimeError
+                _close_interrupted_run(database)
                 raise KeyboardInterrupt from None
             if not progress.no_servers_left:
                 raise
@@ -269,14 +267,28 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fusion:
     return _finish(summary, database, started)
 
 
+def _close_interrupted_run(database) -> None:
+    """Mark the newest run entry interrupted, with the records it left (they all count on resume)."""
+    provenance = database.provenance
+    runs = provenance.get("runs") or []
+    if runs and "ended" not in runs[-1]:
+        runs[-1].update(ended="interrupted", trials_after=database.record_count())
+        provenance.update(trials=database.record_count(), updated=_now())
+        database.write_provenance(provenance)
+
+
 def _finish(summary: TuneSummary, database, started: float) -> TuneSummary:
-    """Record the final trial count in provenance.json (also after a run that had nothing left to do)."""
+    """Record the final trial count in provenance.json and close this run's entry (also after a run that
+    had nothing left to do)."""
     summary.trials_now = database.record_count()
     summary.seconds = time.time() - started
     provenance = database.provenance
     if provenance:
         provenance["trials"] = summary.trials_now
         provenance["updated"] = _now()
+        runs = provenance.get("runs") or []
+        if runs and "ended" not in runs[-1]:
+            runs[-1].update(ended=_now(), trials_after=summary.trials_now, minutes=round(summary.seconds / 60, 1))
         database.write_provenance(provenance)
     return summary
 
@@ -285,17 +297,26 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _provenance(database, preset, device, model_sha256, fusion, budget) -> dict:
+def _provenance(database, preset, device, model_sha256, fingerprint, budget) -> dict:
+    """The database's identity (target, CPU, pipeline, first device) and one entry per tuning run."""
     import tvm
 
+    from .tuning_db import cpu_of
+
     previous = database.provenance
+    runs = list(previous.get("runs", []))
+    if runs and "ended" not in runs[-1]:  # that run was killed: its finished records are in the database
+        runs[-1].update(ended="interrupted", trials_after=database.record_count())
+    runs.append({"device": device, "started": _now(), "trials_before": database.record_count(), "budget": budget})
     return {
-        "target_name": preset.name, "target": preset.target, "rpc_key": preset.rpc_key,
-        "device": device, "tvm_version": tvm.__version__, "model_sha256": model_sha256, "fusion": fusion,
+        "target_name": preset.name, "target": preset.target, "cpu": cpu_of(preset), "rpc_key": preset.rpc_key,
+        "device": previous.get("device", device), "tvm_version": tvm.__version__, "model_sha256": model_sha256,
+        "fusion": fingerprint["fusion"], "pipeline": fingerprint,
         "budget": budget, "trials": database.record_count(),
         "measurement_inputs": "float tensors uniform in [-1, 1) (compiler/measure_inputs.py)",
+        "codegen": "exp and sigmoid lowered to a vectorised polynomial (compiler/fast_math.py)",
         **({"history": previous["history"]} if "history" in previous else {}),
-        "created": previous.get("created", _now()), "updated": _now(),
+        "created": previous.get("created", _now()), "updated": _now(), "runs": runs,
         "note": ("measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
                  else "measured on the device described here"),
     }

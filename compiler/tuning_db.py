@@ -1,10 +1,13 @@
 """Tuning databases on disk: `tuning_logs/<target>/<model>/`, MetaSchedule's JSON files plus provenance.
 
-One database per target and model (MetaSchedule's JSONDatabase ignores the target on lookup, so mixing
-devices in one file would apply one board's schedules to another). A crash can cut the last line of a
+One database per target, CPU and model: MetaSchedule's JSONDatabase ignores the target on lookup (it
+matches a kernel's structural hash only), so a database must never be picked up by a build for another
+CPU without saying so. Each records the pipeline fingerprint it was tuned under (compiler/pipeline.py):
+records of another pipeline match no kernel, and applying them would silently leave the build untuned. A crash can cut the last line of a
 record file; `repair` drops such a line so every complete record still loads.
 """
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +22,25 @@ RECORDS = "database_tuning_record.json"
 PROVENANCE = "provenance.json"
 
 
-def default_path(target_name: str, model_name: str, fusion: str = "stock") -> Path:
-    """tuning_logs/<target>/<model>/; another fusion mode makes other kernels, so it gets <model>-<fusion>."""
-    return ROOT / "tuning_logs" / target_name / (model_name if fusion == "stock" else f"{model_name}-{fusion}")
+def cpu_of(preset) -> str:
+    """The CPU a database belongs to: the preset's LLVM cpu (the host preset resolves "native" to this
+    machine's, as TVM detects it)."""
+    return str(preset.target.get("mcpu", "generic"))
+
+
+def folder_name(model_name: str, fusion: str = "stock", layout: str = "plain") -> str:
+    """<model>[-<fusion>][-<layout>]: another fusion mode or weight layout makes other kernels."""
+    return "-".join([model_name] + ([fusion] if fusion != "stock" else []) + ([layout] if layout != "plain" else []))
+
+
+def logs_root() -> Path:
+    """tuning_logs/ of the project, or the folder DCAC_TUNING_LOGS names (databases kept elsewhere)."""
+    return Path(os.environ.get("DCAC_TUNING_LOGS") or ROOT / "tuning_logs")
+
+
+def default_path(target_name: str, cpu: str, model_name: str, fusion: str = "stock", layout: str = "plain") -> Path:
+    """tuning_logs/<target>/<cpu>/<model>[-<fusion>][-<layout>]/."""
+    return logs_root() / target_name / cpu / folder_name(model_name, fusion, layout)
 
 
 def _complete_lines(path: Path):
@@ -66,6 +85,21 @@ class TuningDatabase:
     def emulated(self) -> bool:
         return bool(self.provenance.get("device", {}).get("emulated", False))
 
+    @property
+    def cpu(self) -> Optional[str]:
+        """The LLVM cpu its records were measured for (None for a database older than this field)."""
+        provenance = self.provenance
+        return provenance.get("cpu") or provenance.get("target", {}).get("mcpu")
+
+    @property
+    def fingerprint_hash(self) -> Optional[str]:
+        return self.provenance.get("pipeline", {}).get("hash")
+
+    def describe_cpu(self) -> str:
+        device = self.provenance.get("device", {})
+        model = device.get("cpu_model")
+        return f"'{self.cpu}'" + (f" ({model})" if model and "unknown" not in model else "")
+
     def repair(self) -> int:
         """Drop lines a crash cut short; returns how many were dropped. Complete records are kept."""
         dropped = 0
@@ -96,9 +130,33 @@ class TuningDatabase:
                                         path_tuning_record=str(self.record_file), allow_missing=True)
 
 
-def for_build(preset, model, fusion: str, explicit: Optional[str]) -> TuningDatabase:
-    """The database folder of this preset, model and fusion (or --database); refuses another preset's."""
-    database = TuningDatabase(Path(explicit) if explicit else default_path(preset.name, model.name, fusion))
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _tune_command(preset, fusion: str, layout: str) -> str:
+    extra = (f" --fusion {fusion}" if fusion != "stock" else "") + (f" --layout {layout}" if layout != "plain" else "")
+    return f"python compile.py --target {preset.name}{extra} --tune --trials 2000"
+
+
+def check_fingerprint(database: TuningDatabase, fingerprint: dict, allow_stale: bool) -> None:
+    """Refuse a database tuned under another pipeline: none of its records would match a kernel."""
+    found = database.fingerprint_hash
+    if found == fingerprint["hash"] or allow_stale:
+        return
+    was = database.provenance.get("pipeline", {})
+    what = (f"pipeline {found} (fusion {was.get('fusion')}, layout {was.get('layout')}, TVM {was.get('tvm_version')})"
+            if found else "a pipeline without a fingerprint")
+    raise UserError(f"the database in {_shown(database.path)} was tuned under {what}, this build runs pipeline "
+                    f"{fingerprint['hash']} (fusion {fingerprint['fusion']}, layout {fingerprint['layout']}): its "
+                    "records match no kernel; retune it (--tune), or pass --allow-stale-database to apply it anyway")
+
+
+def for_build(preset, model, fusion: str, explicit: Optional[str], layout: str = "plain") -> TuningDatabase:
+    """The database folder a tuning run of this preset, CPU, model, fusion and layout writes into (or
+    --database); refuses another preset's."""
+    path = Path(explicit) if explicit else default_path(preset.name, cpu_of(preset), model.name, fusion, layout)
+    database = TuningDatabase(path)
     made_for = database.provenance.get("target_name")
     if made_for is not None and made_for != preset.name:
         raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{preset.name}': "
@@ -106,32 +164,76 @@ def for_build(preset, model, fusion: str, explicit: Optional[str]) -> TuningData
     return database
 
 
-def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: bool) -> Optional[TuningDatabase]:
+def foreign_databases(preset, model, fusion: str, layout: str) -> list:
+    """Databases of this preset, model, fusion and layout tuned for other CPUs, same vector ISA first."""
+    here = cpu_of(preset)
+    name = folder_name(model.name, fusion, layout)
+    found = [TuningDatabase(folder / name) for folder in sorted((logs_root() / preset.name).glob("*"))
+             if folder.is_dir() and folder.name != here and (folder / name / RECORDS).is_file()]
+    wide = "avx512f" in _host_features() if preset.is_host else None
+    return sorted(found, key=lambda db: ("avx512f" in db.provenance.get("device", {}).get("cpu_features", [])) != wide)
+
+
+def _host_features() -> list:
+    from .device_info import host_description
+
+    return host_description()["cpu_features"]
+
+
+def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: bool, layout: str = "plain",
+           allow_stale: bool = False, fingerprint: Optional[dict] = None) -> Optional[TuningDatabase]:
     """The database to apply to a build, or None (none yet, `--database none`, or emulated timings for a
-    real board). A host database tuned on another CPU is applied with a warning: it may be slow here."""
+    real board).
+
+    This CPU's own database is applied. Without one, another CPU's database of the same pipeline is
+    applied with a one-line warning that names both CPUs and the command that tunes for this one: that
+    policy was chosen by measurement (README, "A database belongs to a CPU"): even on a CPU of another
+    vector width, foreign schedules ran several times faster than TVM's default ones."""
     if explicit == "none":
         return None
-    database = for_build(preset, model, fusion, explicit)
-    if not database.exists():
-        if explicit:
+    from .pipeline import fingerprint as pipeline_fingerprint
+
+    fingerprint = fingerprint or pipeline_fingerprint(fusion, layout)
+    here = cpu_of(preset)
+    database = for_build(preset, model, fusion, explicit, layout)
+    if explicit:
+        if not database.exists():
             raise UserError(f"--database {explicit} holds no MetaSchedule database "
                             f"({WORKLOADS} and {RECORDS}): give a folder written by --tune")
-        return None
+        check_fingerprint(database, fingerprint, allow_stale)
+        if database.cpu not in (None, here):
+            say(f"note: applying --database {explicit} on purpose: tuned for CPU {database.describe_cpu()}, "
+                f"this build is for '{here}'")
+    elif not database.exists():
+        foreign = foreign_databases(preset, model, fusion, layout)
+        if not foreign:
+            return None
+        database = foreign[0]
+        check_fingerprint(database, fingerprint, allow_stale)
+        say(f"warning: no tuning database for CPU '{here}' ({preset.name}/{model.name}); applying the one tuned for "
+            f"CPU {database.describe_cpu()}, which can be several times slower here than this CPU's own; "
+            f"tune for this CPU: {_tune_command(preset, fusion, layout)}")
+    else:
+        check_fingerprint(database, fingerprint, allow_stale)
     if database.emulated and not preset.is_host and not allow_emulated:
-        print(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
-              "real board (pass --allow-emulated-logs to use it anyway)", file=sys.stderr)
+        say(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
+            "real board (pass --allow-emulated-logs to use it anyway)")
         return None
-    if preset.is_host:
-        warn_if_other_cpu(database)
     return database
 
 
-def warn_if_other_cpu(database: TuningDatabase) -> None:
-    from .tuning import host_provenance
+def check_resume(database: TuningDatabase, preset, fingerprint: dict, allow_other_cpu: bool) -> None:
+    """A tuning run adds records to `database` only if they are of its CPU and pipeline."""
+    if database.record_count() == 0:
+        return
+    here = cpu_of(preset)
+    if database.cpu not in (None, here) and not allow_other_cpu:
+        raise UserError(f"the database in {_shown(database.path)} holds records measured for CPU "
+                        f"{database.describe_cpu()}, this run measures '{here}': records of two CPUs would mix; "
+                        "tune into this CPU's own folder (drop --database), or pass --allow-other-cpu")
+    if database.fingerprint_hash not in (None, fingerprint["hash"]):
+        check_fingerprint(database, fingerprint, allow_stale=False)
 
-    tuned_on = database.provenance.get("device", {})
-    here = host_provenance()
-    if tuned_on.get("llvm_cpu") != here["llvm_cpu"] or tuned_on.get("cpu_model") != here["cpu_model"]:
-        print(f"warning: {database.path} was tuned on {tuned_on.get('cpu_model', '?')} "
-              f"({tuned_on.get('llvm_cpu', '?')}), this machine is {here['cpu_model']} ({here['llvm_cpu']}): "
-              "its schedules may be slow here; tune again with --tune for full speed", file=sys.stderr)
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

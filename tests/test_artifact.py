@@ -34,7 +34,7 @@ class ExplodingExecutable:
 
 
 FIELDS = dict(model="m", onnx_sha256="0" * 64, inputs=[], outputs=[], target_name="host", target={},
-              fusion="stock", tvm_version="x", tuning=artifact.TuningInfo(None, False, 0, 0), build_seconds=1.0)
+              fusion="stock", layout="plain", tvm_version="x", tuning=artifact.TuningInfo(None, False, 0, 0), build_seconds=1.0)
 
 
 def test_interrupted_build_leaves_nothing(tmp_path):

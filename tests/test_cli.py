@@ -85,8 +85,53 @@ def test_compiles_a_user_model_into_out_named_after_the_file(tmp_path):
     assert "verify t1: max abs error" in result.stdout and " ok" in result.stdout
 
 
-def test_verify_fails_beyond_tolerance(tmp_path):
-    """A tolerance no float computation meets (negative) must make --verify exit non-zero."""
-    path = make_model(tmp_path / "m.onnx", ops=("Sigmoid",))
-    result = run_cli("--model", path, "--target", "host", "--out", tmp_path / "o", "--verify", "--tolerance", "-1")
-    assert result.returncode == 1 and "FAILED" in result.stdout
+def test_verify_catches_a_library_whose_output_is_wrong(tmp_path, monkeypatch, capsys):
+    """A library built from one model (Sigmoid), checked against another (Tanh): --verify must fail, exit 1."""
+    import compile as cli
+    from compiler import verify
+
+    built = make_model(tmp_path / "sigmoid.onnx", ops=("Sigmoid",))
+    other = make_model(tmp_path / "tanh.onnx", ops=("Tanh",))
+    real_reference = verify.onnxruntime_outputs
+    monkeypatch.setattr(verify, "onnxruntime_outputs", lambda path, specs, arrays: real_reference(other, specs, arrays))
+    assert cli.main(["--model", str(built), "--target", "host", "--out", str(tmp_path / "o"), "--verify"]) == 1
+    assert "FAILED (tolerance 0.0001)" in capsys.readouterr().out
+
+
+def test_device_server_listens_on_loopback_unless_told():
+    """A TVM RPC server runs uploaded code: by default only this machine may reach it."""
+    from compiler.device_server import parse_args
+
+    assert parse_args(["--tracker", "10.0.0.5:9190", "--key", "rpi4"]).host == "127.0.0.1"
+    assert parse_args(["--tracker", "10.0.0.5:9190", "--key", "rpi4", "--host", "10.0.0.17"]).host == "10.0.0.17"
+
+
+def test_a_folder_as_model_names_the_onnx_file_inside(tmp_path):
+    make_model(tmp_path / "net.onnx")
+    assert_user_error(run_cli("--model", tmp_path, "--target", "host"), "is a directory", "net.onnx")
+
+
+def test_missing_external_data_file_is_named(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((1, 3, 8, 8), "float32"), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "net.onnx"),
+              save_as_external_data=True, all_tensors_to_one_file=True, location="net.onnx.data", size_threshold=0)
+    (tmp_path / "net.onnx.data").unlink()
+    assert_user_error(run_cli("--model", tmp_path / "net.onnx", "--target", "host"), "external-data file",
+                      "net.onnx.data")
+
+
+def test_input_shape_that_contradicts_a_static_dimension(tmp_path):
+    make_model(tmp_path / "net.onnx")
+    assert_user_error(run_cli("--model", tmp_path / "net.onnx", "--target", "host", "--input-shape",
+                              "x=1,3,7,7"), "does not fit the model's input shape")
+
+
+def test_negative_tolerance_is_refused():
+    assert_user_error(run_cli("--target", "host", "--tolerance", "-1"), "--tolerance -1 is negative")
