@@ -28,7 +28,7 @@ def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> float:
     mod, model = mod_cache[preset_name]
     database = tuning_db.TuningDatabase(Path(tempfile.mkdtemp(prefix="dcac-throughput-")))
     started = time.time()
-    summary = tuning.tune(mod, preset, database, options, model.sha256, "stock")
+    summary = tuning.tune(mod, preset, database, options, model.sha256, pipeline.fingerprint("stock"))
     minutes = (time.time() - started) / 60
     return summary.trials_run / minutes
 
@@ -37,6 +37,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", choices=["builders", "servers"], required=True)
     parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--json", help="write the rows, command and machine here (e.g. bench/results/...)")
     args = parser.parse_args()
     export_attendnext(ROOT / "build" / "attendnext.onnx")
     cache, rows = {}, []
@@ -52,6 +53,13 @@ def main() -> int:
     for name, rate in rows:
         print(f"| {name} | {rate:.1f} |")
     print(f"ratio: {rows[1][1] / rows[0][1]:.2f}x ({rows[1][0]} vs {rows[0][0]}), {args.trials} trials each")
+    if args.json:
+        from compiler import atomic
+        from compiler.bench import machine
+
+        atomic.write_json(args.json, {"command": f"bench/tuning_throughput.py --compare {args.compare} --trials "
+                                                 f"{args.trials}", "machine": machine(),
+                                      "trials_per_minute": dict(rows)})
     return 0
 
 

@@ -13,7 +13,7 @@ The whole block is tried first (one kernel that writes only the block's output);
 epilogue and the branches are fused separately (max_pool2d stays its own kernel, being shared).
 TABLE is the single list of fusion patterns, in priority order, as `(name, pattern, annotations, check)`. Each check is
 a pure function `PatternCheckContext -> reason or None` (None = accept); `as_fusion_patterns` wraps it for
-FuseOpsByPattern (which wants a bool) and records each rejection reason in `REJECTIONS`.
+FuseOpsByPattern (which wants a bool) and appends each rejection reason to the caller's list, if one is given.
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 
 RESIZE = "relax.image.resize2d"
 
-# Why matches were rejected, (pattern name, reason), appended by the wrappers of `as_fusion_patterns`.
-REJECTIONS: list[tuple[str, str]] = []
 
 
 # ---------------------------------------------------------------------------------------------- builders
@@ -185,16 +183,17 @@ TABLE: list[tuple[str, object, dict, Callable]] = [
 ]
 
 
-def _recording(name: str, why_not: Callable) -> Callable:
+def _recording(name: str, why_not: Callable, rejections: Optional[list]) -> Callable:
     def check(ctx) -> bool:
         reason = why_not(ctx)
-        if reason is not None:
-            REJECTIONS.append((name, reason))
+        if reason is not None and rejections is not None:
+            rejections.append((name, reason))
         return reason is None
     return check
 
 
-def as_fusion_patterns() -> list:
-    """The table as FuseOpsByPattern's (name, pattern, annotations, check) tuples."""
-    return [(name, pattern, annotations, _recording(name, why_not))
+def as_fusion_patterns(rejections: Optional[list] = None) -> list:
+    """The table as FuseOpsByPattern's (name, pattern, annotations, check) tuples; each rejected match
+    appends (pattern name, reason) to `rejections` when a list is given."""
+    return [(name, pattern, annotations, _recording(name, why_not, rejections))
             for name, pattern, annotations, why_not in TABLE]

@@ -75,13 +75,11 @@ def _summary(calls) -> tuple[int, int]:
 
 def explain(imported_mod, target, modes=("stock", "dcac")) -> str:
     """A table: per DC-AC block and in total, kernels and intermediate bytes under each fusion mode."""
-    from . import dcac_patterns
-
     stats = {}
     for mode in modes:
-        dcac_patterns.REJECTIONS.clear()
-        calls = kernel_calls(pipeline.tunable_module(imported_mod, target, mode))
-        stats[mode] = (calls, dcac_blocks(calls), list(dcac_patterns.REJECTIONS))
+        rejections = []
+        calls = kernel_calls(pipeline.tunable_module(imported_mod, target, mode, rejections=rejections))
+        stats[mode] = (calls, dcac_blocks(calls), rejections)
     n_blocks = max(len(blocks) for _, blocks, _ in stats.values())
     head = f"{'':>10}" + "".join(f"  {mode + ' kernels':>14} {mode + ' bytes':>14}" for mode in modes)
     lines = ["Fusion: kernels (PrimFunc calls from main) and bytes of intermediate tensors they write", head]

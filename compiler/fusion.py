@@ -7,13 +7,16 @@ merges them into ONE PrimFunc per group, while stock FuseOps handles everything 
 After FuseTIR, "dcac" also marks the blocks of those kernels with the project's MetaSchedule rules
 (schedules/), so tuning searches their design space instead of the generic one.
 """
+from typing import Optional
+
 from .errors import UserError
 
 MODES = ("stock", "dcac")
 
 
-def passes(mode: str) -> list:
-    """The Relax passes of fusion `mode`, run after FoldConstant and before LegalizeOps."""
+def passes(mode: str, rejections: Optional[list] = None) -> list:
+    """The Relax passes of fusion `mode`, run after FoldConstant and before LegalizeOps; pattern checks
+    append why they rejected a match to `rejections` (for `--explain`)."""
     if mode not in MODES:
         raise UserError(f"unknown fusion mode '{mode}': choose one of {', '.join(MODES)}")
     if mode == "stock":
@@ -24,7 +27,7 @@ def passes(mode: str) -> list:
 
     # bind_constants=False: weights, biases and s become parameters of each group, as stock FuseOps does it;
     # FuseTIR rejects tensor constants inside a primitive function ("Tensor constants are not supported").
-    return [relax.transform.FuseOpsByPattern(dcac_patterns.as_fusion_patterns(), bind_constants=False,
+    return [relax.transform.FuseOpsByPattern(dcac_patterns.as_fusion_patterns(rejections), bind_constants=False,
                                              annotate_codegen=False)]
 
 

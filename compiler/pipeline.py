@@ -36,7 +36,7 @@ def _check_layout(layout: str) -> None:
         raise UserError(f"unknown weight layout '{layout}': choose one of {', '.join(LAYOUTS)}")
 
 
-def graph_passes(fusion: str, layout: str = DEFAULT_LAYOUT, target=None) -> list:
+def graph_passes(fusion: str, layout: str = DEFAULT_LAYOUT, target=None, rejections: Optional[list] = None) -> list:
     """Phase 1: the passes that decide the kernels (and so the tuning tasks).
 
     TVM's CPU legalization list (LegalizeOps .. FuseTIR) is used as TVM defines it; the project adds its
@@ -51,7 +51,7 @@ def graph_passes(fusion: str, layout: str = DEFAULT_LAYOUT, target=None) -> list
     return [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
-        *fusion_table.passes(fusion),
+        *fusion_table.passes(fusion, rejections),
         *cpu_pipeline.legalize_passes(target),
         *fusion_table.schedule_passes(fusion),
         *([relax.transform.AttachAttrLayoutFreeBuffers()] if layout == "prepack" else []),
@@ -121,9 +121,9 @@ def _dump(mod, dump_dir: Optional[str], phase: str) -> None:
 
 
 def tunable_module(mod, target, fusion: str = "stock", dump_dir: Optional[str] = None,
-                   layout: str = DEFAULT_LAYOUT):
+                   layout: str = DEFAULT_LAYOUT, rejections: Optional[list] = None):
     """Phase 1 on an imported module: what tuning extracts tasks from and what a database applies to."""
-    return _run(graph_passes(fusion, layout, target), mod, target, dump_dir, "1-graph")
+    return _run(graph_passes(fusion, layout, target, rejections), mod, target, dump_dir, "1-graph")
 
 
 def kernel_names(mod) -> list:

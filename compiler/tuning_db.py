@@ -210,9 +210,12 @@ def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: 
             return None
         database = foreign[0]
         check_fingerprint(database, fingerprint, allow_stale)
-        say(f"warning: no tuning database for CPU '{here}' ({preset.name}/{model.name}); applying the one tuned for "
-            f"CPU {database.describe_cpu()}, which can be several times slower here than this CPU's own; "
-            f"tune for this CPU: {_tune_command(preset, fusion, layout)}")
+        others = [other for other in ("plain", "prepack") if other != layout
+                  and default_path(preset.name, here, model.name, fusion, other).joinpath(RECORDS).is_file()]
+        hint = f" (or use this CPU's own database: --layout {others[0]})" if others else ""
+        say(f"warning: no {layout}-layout tuning database for CPU '{here}' ({preset.name}/{model.name}); applying "
+            f"the one tuned for CPU {database.describe_cpu()}, which can be several times slower here than this "
+            f"CPU's own; tune for this CPU: {_tune_command(preset, fusion, layout)}{hint}")
     else:
         check_fingerprint(database, fingerprint, allow_stale)
     if database.emulated and not preset.is_host and not allow_emulated:

@@ -7,6 +7,7 @@ import pytest
 
 from compiler.bench import device_onnxruntime_timer, measure, table
 from compiler.errors import DeviceError
+from compiler.pipeline import DEFAULT_LAYOUT
 from test_cli import assert_user_error
 
 ROOT = __import__("conftest").ROOT
@@ -67,6 +68,7 @@ def test_device_without_the_benchmark_function_or_onnxruntime_is_a_clear_error(t
 
 @pytest.mark.parametrize("args, fragment", [
     (["--runs", "0"], "--runs 0"),
+    (["--target", "rpi4", "--profile"], "--profile instruments the library in this process"),
     (["--target", "host", "--tracker", "127.0.0.1:9190"], "--tracker measures on a board"),
     (["--target", "pi4"], "unknown target 'pi4'"),
 ])
@@ -86,15 +88,29 @@ def bench_report(tmp_path, *args):
 
 @pytest.mark.slow
 def test_host_benchmark_writes_json_and_markdown(tmp_path):
-    report, markdown, _ = bench_report(tmp_path, "--target", "host", "--runs", "3")
+    report, markdown, _ = bench_report(tmp_path, "--target", "host", "--runs", "3", "--profile")
     assert report["emulated"] is False and report["runs_per_engine"] == 3
-    assert set(report["engines"]) == {"TVM stock fusion (shipped tuning database)", "ONNX Runtime", "PyTorch eager"}
+    tvm_rows = [name for name in report["engines"] if name.startswith("TVM")]
+    assert set(report["engines"]) == {*tvm_rows, "ONNX Runtime", "PyTorch eager"} and len(tvm_rows) == 1
+    database = report["database"]
+    if database["path"]:  # the row names the CPU its database was tuned for; the JSON records both CPUs
+        assert f"database tuned for {database['cpu']}" in tvm_rows[0]
+        assert database["kernels_tuned"] > 0 and database["trials"] > 0
+    assert report["machine"]["llvm_cpu"] and report["machine"]["cpu_model"]
     for row in report["engines"].values():
         assert row["runs"] == 3 and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
     onnxruntime = report["engines"]["ONNX Runtime"]["median_ms"]
     for row in report["engines"].values():
         assert row["ratio_vs_onnxruntime"] == pytest.approx(row["median_ms"] / onnxruntime)
     assert "| ONNX Runtime |" in markdown
+    profile = report["profile"]  # where the time goes, both engines, from the same run
+    for engine, kernel in (("tvm", "conv2d"), ("onnxruntime", "Conv")):
+        rows = profile[engine]
+        assert any(kernel in row["name"] for row in rows), rows[:5]
+        assert sum(row["share"] for row in rows) == pytest.approx(1.0)
+        assert all(row["calls"] >= 1 and row["ms"] >= 0 for row in rows)
+        assert [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+    assert "TVM, per kernel" in markdown and "ONNX Runtime, per operator" in markdown
 
 
 @pytest.mark.emulated
@@ -102,6 +118,7 @@ def test_host_benchmark_writes_json_and_markdown(tmp_path):
 def test_emulated_pi_benchmark_runs_onnxruntime_on_the_device_and_says_emulated(tmp_path):
     report, markdown, stdout = bench_report(tmp_path, "--target", "rpi4", "--runs", "2")
     assert report["emulated"] is True and report["device"].startswith("emulated aarch64")
-    assert set(report["engines"]) == {"TVM stock fusion (no database for rpi4)", "ONNX Runtime"}
+    assert set(report["engines"]) == {f"TVM stock fusion, {DEFAULT_LAYOUT} weights (no database for rpi4/cortex-a72)",
+                                      "ONNX Runtime"}
     assert all(row["runs"] == 2 and row["median_ms"] > 0 for row in report["engines"].values())
     assert "EMULATED (qemu-user)" in markdown and "EMULATED (qemu-user)" in stdout

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from compiler import dcac_patterns, fusion, onnx_model, pipeline
+from compiler import fusion, onnx_model, pipeline
 from compiler.attendnext import config_with
 from compiler.errors import UserError
 from compiler.explain import dcac_blocks, explain, kernel_calls
@@ -33,9 +33,9 @@ def imported(tmp_path_factory):
 def tunable(imported, target):
     out = {}
     for mode in ("stock", "dcac"):
-        dcac_patterns.REJECTIONS.clear()
-        out[mode] = pipeline.tunable_module(imported, target, mode)
-        out[mode + "_rejections"] = list(dcac_patterns.REJECTIONS)
+        rejections = []
+        out[mode] = pipeline.tunable_module(imported, target, mode, rejections=rejections)
+        out[mode + "_rejections"] = rejections
     return out
 
 

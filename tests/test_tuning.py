@@ -78,6 +78,10 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     assert f"tuned {len(after) - len(before)} trials this run ({len(after)} of 24 in the database" in result.stderr
     sidecar = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())
     assert sidecar["tuning"]["kernels_tuned"] == sidecar["tuning"]["kernels_total"] > 0
+    runs = json.loads((database / "provenance.json").read_text())["runs"]  # one entry per run, none overwritten
+    assert [run["ended"] == "interrupted" for run in runs] == [True, False]
+    assert runs[0]["trials_before"] == 0 and runs[1]["trials_before"] == len(before)
+    assert runs[1]["trials_after"] == len(after) and runs[1]["device"]["llvm_cpu"]
     # Budget already spent: a third run measures nothing.
     again = subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
     assert "nothing to do" in again.stderr and len(records(database)) == len(after)
@@ -105,15 +109,18 @@ def test_tuning_through_a_tracker_with_two_emulated_servers(tiny_cnn_onnx, tmp_p
     assert "relative error" in result.stdout and " ok" in result.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.emulated
 def test_emulated_database_is_not_applied_to_a_real_board_build(tiny_cnn_onnx, tmp_path):
-    """The previous test's kind of database, without --allow-emulated-logs: the build stays untuned."""
+    """The previous test's kind of database, without --allow-emulated-logs: the build stays untuned.
+    (A cross-compiled build only: no emulated device is needed.)"""
+    from compiler.pipeline import fingerprint
+
     database = tmp_path / "db"
     database.mkdir()
     (database / tuning_db.WORKLOADS).write_text("")
     (database / tuning_db.RECORDS).write_text("")
-    tuning_db.TuningDatabase(database).write_provenance({"target_name": "rpi4", "device": {"emulated": True}})
+    tuning_db.TuningDatabase(database).write_provenance({"target_name": "rpi4", "cpu": "cortex-a72",
+                                                         "device": {"emulated": True},
+                                                         "pipeline": fingerprint("stock")})
     result = subprocess.run([sys.executable, str(ROOT / "compile.py"), "--model", str(tiny_cnn_onnx), "--target",
                              "rpi4", "--database", str(database), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, env=CLEAN_ENV)
