@@ -25,9 +25,10 @@ def parse_args(argv):
     parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
                         help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/dcac_patterns.py)")
-    parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=list(LAYOUTS),
+    parser.add_argument("--layout", choices=list(LAYOUTS),
                         help="weights as imported (plain), or prepacked into the layout each tuned kernel chose; "
-                             f"each has its own database (default {DEFAULT_LAYOUT})")
+                             f"each has its own database (default: the layout of this CPU's database, else "
+                             f"{DEFAULT_LAYOUT})")
     parser.add_argument("--explain", action="store_true",
                         help="print kernels and intermediate bytes per DC-AC block, stock against dcac fusion, and exit")
     parser.add_argument("--linker", choices=["gnu", "zig"], help="cross linker (default: gnu when installed)")

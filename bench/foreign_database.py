@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler import atomic, targets, tuning_db  # noqa: E402
+from compiler import targets, tuning_db  # noqa: E402
 from compiler.api import ROOT, CompileOptions, compile_model  # noqa: E402
-from compiler.bench import render_markdown, side_by_side  # noqa: E402
+from compiler.bench import publish, side_by_side  # noqa: E402
 
 
 def preset_file(cpu: str, folder: Path) -> str:
@@ -67,11 +67,7 @@ def main() -> int:
         f" --json {args.json}" if args.json else "")
     report = side_by_side(builds, targets.load("host").num_cores, args.runs, command)
     report["policies"] = policies
-    markdown = render_markdown(report)
-    print(markdown)
-    if args.json:
-        atomic.write_json(args.json, report)
-        atomic.write_text(Path(args.json).with_suffix(".md"), markdown)
+    publish(report, args.json)
     return 0
 
 

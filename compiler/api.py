@@ -3,6 +3,7 @@
     from compiler.api import CompileOptions, compile_model
     result = compile_model(CompileOptions(target="rpi4", verify=True))
 """
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ class CompileOptions:
     out: Optional[str] = None  # default dist/<model>-<target>
     weights: Optional[str] = None  # AttendNeXt state dict
     fusion: str = "stock"
-    layout: str = pipeline.DEFAULT_LAYOUT  # "plain" (as imported) or "prepack" (as the tuned kernels chose)
+    layout: Optional[str] = None  # "plain" (as imported), "prepack" (as the tuned kernels chose); None: the
+    # layout of this CPU's own database if it has one, else pipeline.DEFAULT_LAYOUT
     linker: Optional[str] = None  # "gnu" or "zig"; default: gnu if installed
     database: Optional[str] = None  # default tuning_logs/<target>/<model> when it exists
     allow_emulated_logs: bool = False
@@ -33,6 +35,7 @@ class CompileOptions:
     tracker: Optional[str] = None
     tolerance: float = 1e-4
     dump_ir: Optional[str] = None
+    vector_exp: bool = True  # False: exp/sigmoid through libm, one call per lane (bench/fast_math.py)
 
 
 @dataclass
@@ -81,6 +84,9 @@ def compile_model(options: CompileOptions) -> CompileResult:
     target = preset.tvm_target()
     say(f"[1/4] importing {model.path.name} into Relax")
     mod = pipeline.import_onnx(model)
+    if options.layout is None:
+        options = dataclasses.replace(options, layout=tuning_db.preferred_layout(
+            preset, model, options.fusion, pipeline.DEFAULT_LAYOUT, explicit=options.database))
     say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
     mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
     kernels = pipeline.kernel_names(mod)
@@ -107,7 +113,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
             "schedules (slow; see --tune)")
     mod = pipeline.finish_layout(mod, target, options.layout, options.dump_ir)
     say(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
-    executable = pipeline.build(mod, target, options.dump_ir)
+    executable = pipeline.build(mod, target, options.dump_ir, options.vector_exp)
     say(f"[4/4] linking with {link.name} into {out_dir}")
     fields = dict(
         model=model.name, onnx_sha256=model.sha256,

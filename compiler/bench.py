@@ -139,8 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here (and Markdown beside it)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
                         help="fusion mode of the TVM builds (its database: tuning_logs/<target>/attendnext[-dcac])")
-    parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=list(LAYOUTS),
-                        help=f"weight layout of the TVM builds (default {DEFAULT_LAYOUT})")
+    parser.add_argument("--layout", choices=list(LAYOUTS),
+                        help=f"weight layout of the TVM builds (default: as compile.py, the layout of this CPU's "
+                             f"database, else {DEFAULT_LAYOUT})")
     parser.add_argument("--database", help="apply this tuning database folder on purpose (default: this CPU's)")
     parser.add_argument("--skip-untuned", action="store_true", help="leave out TVM with default schedules")
     parser.add_argument("--profile", action="store_true",
@@ -159,32 +160,35 @@ def main(argv=None) -> int:
     except (UserError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    print(render_markdown(report))
+    publish(report, args.json)
+    return 0
+
+
+def publish(report: dict, json_path=None) -> None:
+    """Print the report as Markdown (with its profile, if any); with `json_path`, also write the JSON there
+    and the Markdown beside it (atomically): how every benchmark script leaves its results file."""
+    markdown = render_markdown(report)
     if report.get("profile"):
         from .profile import render
 
-        print(render(report["profile"]))
-    if args.json:
-        atomic.write_json(args.json, report)
-        markdown = render_markdown(report)
-        if report.get("profile"):
-            from .profile import render
-
-            markdown += render(report["profile"])
-        atomic.write_text(Path(args.json).with_suffix(".md"), markdown)
-    return 0
+        markdown += render(report["profile"])
+    print(markdown)
+    if json_path:
+        atomic.write_json(json_path, report)
+        atomic.write_text(Path(json_path).with_suffix(".md"), markdown)
 
 
 def _builds(preset, args) -> dict:
     """The TVM artifacts to measure: this CPU's database (and untuned unless skipped), in a scratch folder.
     Each row's label names the CPU its database was tuned for."""
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-"))
-    common = dict(target=preset.name, fusion=args.fusion, layout=args.layout)
-    shipped = compile_model(CompileOptions(**common, database=args.database, out=str(work / "tuned")))
+    shipped = compile_model(CompileOptions(target=preset.name, fusion=args.fusion, layout=args.layout,
+                                           database=args.database, out=str(work / "tuned")))
+    common = dict(target=preset.name, fusion=args.fusion, layout=shipped.sidecar["layout"])
     tuning = shipped.sidecar["tuning"]
     label = (f"database tuned for {tuning['cpu']}" if tuning["database"]
              else f"no database for {preset.name}/{tuning_db.cpu_of(preset)}")
-    builds = {f"TVM {args.fusion} fusion, {args.layout} weights ({label})": shipped}
+    builds = {f"TVM {args.fusion} fusion, {shipped.sidecar['layout']} weights ({label})": shipped}
     if not args.skip_untuned and tuning["database"]:
         builds["TVM (untuned)"] = compile_model(CompileOptions(**common, out=str(work / "untuned"), database="none"))
     return builds
@@ -221,7 +225,8 @@ def interleaving(runs: int, per_round: int = 5) -> tuple:
 
 def _command(preset, args) -> str:
     return " ".join(["python -m compiler.bench", f"--target {preset.name}", f"--fusion {args.fusion}",
-                     f"--layout {args.layout}", *([f"--database {args.database}"] if args.database else []),
+                     *([f"--layout {args.layout}"] if args.layout else []),
+                     *([f"--database {args.database}"] if args.database else []),
                      *(["--profile"] if args.profile else []),
                      *([f"--tracker {args.tracker}"] if args.tracker else []), f"--runs {args.runs}",
                      *(["--skip-untuned"] if args.skip_untuned else [])])

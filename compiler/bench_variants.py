@@ -7,11 +7,10 @@ the machine (CPU model, LLVM cpu) and each variant's database.
 """
 import argparse
 import sys
-from pathlib import Path
 
-from . import atomic, targets, tuning_db
+from . import targets, tuning_db
 from .api import ROOT, CompileOptions, compile_model
-from .bench import render_markdown, side_by_side
+from .bench import publish, side_by_side
 from .errors import DeviceError, UserError
 from .tuning import TuneOptions
 
@@ -43,9 +42,5 @@ def compare_variants(name: str, variants: dict, doc: str, argv=None) -> int:
     except (UserError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    markdown = render_markdown(report)
-    print(markdown)
-    if args.json:
-        atomic.write_json(args.json, report)
-        atomic.write_text(Path(args.json).with_suffix(".md"), markdown)
+    publish(report, args.json)
     return 0

@@ -67,6 +67,10 @@ def _lower_sigmoid(call):
     return one / (one + fast_exp(-call.args[0], call.ty))
 
 
+def installed() -> bool:
+    return bool(_installed)
+
+
 def install() -> None:
     """Register the lowerings for target kind llvm (x86 and AArch64 alike); idempotent per process."""
     if _installed:

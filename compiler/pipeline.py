@@ -158,13 +158,18 @@ def finish_layout(mod, target, layout: str, dump_dir: Optional[str] = None):
     return _run(passes, mod, target, dump_dir, "2b-prepacked") if passes else mod
 
 
-def build(mod, target, dump_dir: Optional[str] = None):
-    """Phase 3 and code generation: a VM executable for `target` (with the fast exp/sigmoid lowering)."""
+def build(mod, target, dump_dir: Optional[str] = None, vector_exp: bool = True):
+    """Phase 3 and code generation: a VM executable for `target`, with exp/sigmoid as vector arithmetic
+    (compiler/fast_math.py) unless `vector_exp` is False (libm, for comparison)."""
     import tvm
 
     from . import fast_math
 
-    fast_math.install()
+    if vector_exp:
+        fast_math.install()
+    elif fast_math.installed():
+        raise RuntimeError("the vector exp lowering is already installed in this process: build the libm "
+                           "variant first (or in another process)")
     lowered = _run(lowering_passes(target), mod, target, dump_dir, "3-lower")
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.compile(lowered, target=target, relax_pipeline=tvm.transform.Sequential([]))

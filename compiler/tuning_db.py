@@ -164,6 +164,18 @@ def for_build(preset, model, fusion: str, explicit: Optional[str], layout: str =
     return database
 
 
+def preferred_layout(preset, model, fusion: str, default: str, explicit: Optional[str] = None) -> str:
+    """The weight layout of a build that did not choose one: `default`, unless only another layout has a
+    database of this CPU's own (the CPU matters more than the layout: README, "A database belongs to a
+    CPU"), or an explicit --database was tuned under another layout."""
+    if explicit and explicit != "none":
+        return TuningDatabase(Path(explicit)).provenance.get("pipeline", {}).get("layout", default)
+    own = lambda layout: default_path(preset.name, cpu_of(preset), model.name, fusion, layout)  # noqa: E731
+    if (own(default) / RECORDS).is_file():
+        return default
+    return next((layout for layout in ("plain", "prepack") if (own(layout) / RECORDS).is_file()), default)
+
+
 def foreign_databases(preset, model, fusion: str, layout: str) -> list:
     """Databases of this preset, model, fusion and layout tuned for other CPUs, same vector ISA first."""
     here = cpu_of(preset)

@@ -127,3 +127,14 @@ def test_build_with_another_cpus_database_warns_and_records_both(tiny_cnn_onnx, 
     resumed = run("--target", presets["skylake-avx512"], "--database", database, "--tune", "--trials", "20",
                   "--out", tmp_path / "c")
     assert resumed.returncode == 2 and "records of two CPUs would mix" in resumed.stderr
+
+
+def test_a_build_without_a_layout_follows_this_cpus_own_database(logs):
+    """The CPU matters more than the layout: a CPU with only a plain database builds plain by default."""
+    preset = fake_preset("cpu-a")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"  # nothing: the default
+    make_database(logs, "cpu-b", layout="prepack")
+    make_database(logs, "cpu-a", layout="plain")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "plain"
+    make_database(logs, "cpu-a", layout="prepack")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"
