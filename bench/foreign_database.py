@@ -50,15 +50,16 @@ def main() -> int:
     here = tuning_db.cpu_of(targets.load("host"))
     work = Path(tempfile.mkdtemp(prefix="dcac-foreign-"))
     builds, policies = {}, {}
+    shipped = shipped_databases()
     for cpu in (here, args.other_cpu):
         target = "host" if cpu == here else preset_file(cpu, work)
-        for tuned_for, layout, folder in shipped_databases():
+        for tuned_for, layout, folder in shipped:
             policy = "own database" if tuned_for == cpu else "apply with a warning"
             label = f"code for {cpu}, {layout} weights, database tuned for {tuned_for} ({policy})"
             builds[label] = compile_model(CompileOptions(target=target, layout=layout, database=str(folder),
                                                          out=str(work / f"{cpu}-{tuned_for}-{layout}")))
             policies[label] = {"cpu": cpu, "database_cpu": tuned_for, "layout": layout, "policy": policy}
-        for layout in sorted({layout for _, layout, _ in shipped_databases()}):
+        for layout in sorted({layout for _, layout, _ in shipped}):
             label = f"code for {cpu}, {layout} weights, untuned (refuse the foreign database)"
             builds[label] = compile_model(CompileOptions(target=target, layout=layout, database="none",
                                                          out=str(work / f"{cpu}-untuned-{layout}")))

@@ -241,13 +241,18 @@ def machine() -> dict:
             "cpu_features": device["cpu_features"], "cores": len(os.sched_getaffinity(0))}
 
 
+def bench_image():
+    """The seeded AttendNeXt input every host measurement uses."""
+    return np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+
+
 def side_by_side(builds: dict, threads: int, runs: int, command: str) -> dict:
     """TVM builds (label -> CompileResult) with ONNX Runtime and PyTorch eager on the host, interleaved in
     one run, same thread count: the report every host benchmark writes (JSON-ready)."""
     from .runtime import Model
 
     os.environ["TVM_NUM_THREADS"] = str(threads)  # read by TVM's thread pool on first use
-    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+    image = bench_image()
     timers = {name: tvm_timer(Model(build.library)) for name, build in builds.items()}
     timers.update(host_engines(threads, image))
     rounds, per_round = interleaving(runs)
@@ -263,7 +268,6 @@ def side_by_side(builds: dict, threads: int, runs: int, command: str) -> dict:
 
 def run_host(preset, args) -> dict:
     threads = preset.num_cores
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     builds = _builds(preset, args)
     report = side_by_side(builds, threads, args.runs, _command(preset, args))
     first = next(iter(builds.values()))
@@ -272,8 +276,7 @@ def run_host(preset, args) -> dict:
         from .profile import profile
 
         say("profiling the tuned build: TVM per kernel and ONNX Runtime per operator, 20 runs each")
-        image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
-        report["profile"] = profile(first.library, ROOT / "build" / "attendnext.onnx", image, threads)
+        report["profile"] = profile(first.library, ROOT / "build" / "attendnext.onnx", bench_image(), threads)
     return report
 
 

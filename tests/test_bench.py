@@ -92,10 +92,9 @@ def test_host_benchmark_writes_json_and_markdown(tmp_path):
     assert report["emulated"] is False and report["runs_per_engine"] == 3
     tvm_rows = [name for name in report["engines"] if name.startswith("TVM")]
     assert set(report["engines"]) == {*tvm_rows, "ONNX Runtime", "PyTorch eager"} and len(tvm_rows) == 1
-    database = report["database"]
-    if database["path"]:  # the row names the CPU its database was tuned for; the JSON records both CPUs
-        assert f"database tuned for {database['cpu']}" in tvm_rows[0]
-        assert database["kernels_tuned"] > 0 and database["trials"] > 0
+    database = report["database"]  # shipped databases exist: this CPU's own, or another's with a warning
+    assert database["path"] and f"database tuned for {database['cpu']}" in tvm_rows[0]
+    assert database["kernels_tuned"] > 0 and database["trials"] > 0
     assert report["machine"]["llvm_cpu"] and report["machine"]["cpu_model"]
     for row in report["engines"].values():
         assert row["runs"] == 3 and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
