@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Compile AttendNeXt (or any ONNX vision model) into a shared library for an ARM board.
+"""Compile AttendNeXt (or a baseline, or any ONNX vision model) into a shared library for an ARM board.
 
     python compile.py --target rpi4                    # AttendNeXt -> dist/attendnext-rpi4/
+    python compile.py --model mobilenetv3_large --target host   # a registered model -> dist/mobilenetv3_large-host/
     python compile.py --target rpi4 --verify           # ... and check it on the (emulated) Pi
     python compile.py --model net.onnx --target rpi5 --input-shape input=1,3,224,224
     python compile.py --list-targets
+    python compile.py --list-models                    # registered models: parameters, MACs, paper
 
 This file only parses arguments; the work is `compiler.api.compile_model`.
 """
@@ -18,7 +20,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="compile.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
     parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
-    parser.add_argument("--model", help="an ONNX file (default: AttendNeXt, exported from compiler/attendnext.py)")
+    parser.add_argument("--model", help="a registered model (see --list-models; exported to build/<name>.onnx) or an "
+                                        "ONNX file (default: attendnext)")
+    parser.add_argument("--list-models", action="store_true",
+                        help="print the registered models with parameters, MACs and paper, and exit")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
                         help="static shape for a model input (repeatable); needed for dynamic dimensions")
     parser.add_argument("--weights", help="AttendNeXt state dict (.pt); default: seeded initialisation")
@@ -60,6 +65,11 @@ def main(argv=None) -> int:
     try:
         if args.list_targets:
             print(targets.describe_all())
+            return 0
+        if args.list_models:
+            from compiler import zoo
+
+            print(zoo.describe_all())
             return 0
         if args.tolerance < 0:
             raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")

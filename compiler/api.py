@@ -1,4 +1,4 @@
-"""The Python API behind `compile.py`: ONNX (or AttendNeXt) -> Relax -> fused -> tuned -> .so + sidecar.
+"""The Python API behind `compile.py`: ONNX (or a registered model) -> Relax -> fused -> tuned -> .so + sidecar.
 
     from compiler.api import CompileOptions, compile_model
     result = compile_model(CompileOptions(target="rpi4", verify=True))
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class CompileOptions:
     target: str = "rpi4"
-    model: Optional[str] = None  # an ONNX file; None means AttendNeXt, exported here
+    model: Optional[str] = None  # an ONNX file or a name of compiler.zoo.MODELS; None means attendnext
     input_shapes: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
     out: Optional[str] = None  # default dist/<model>-<target>
     weights: Optional[str] = None  # AttendNeXt state dict
@@ -51,16 +51,33 @@ def say(message: str) -> None:
 
 
 def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
-    """The user's ONNX file, or AttendNeXt exported to build/attendnext.onnx."""
-    if options.model is not None:
+    """The user's ONNX file, or a registered model (compiler.zoo; AttendNeXt by default) exported to
+    build/<name>.onnx, so that its artifact and tuning database are named after it."""
+    from . import zoo
+
+    name = options.model or "attendnext"
+    if name not in zoo.MODELS and _is_onnx_path(name):
         if options.weights:
             raise UserError("--weights loads AttendNeXt weights: with --model, put the weights in the ONNX file")
-        return onnx_model.load(options.model, options.input_shapes)
-    from .onnx_export import export_attendnext
+        return onnx_model.load(name, options.input_shapes)
+    zoo.lookup(name)  # an unknown name: the error lists the registered ones
+    if options.weights and name != "attendnext":
+        raise UserError(f"--weights loads AttendNeXt weights; {name} is built with seeded weights: drop --weights "
+                        "or export your trained model to ONNX and pass the file")
+    from .onnx_export import export_attendnext, export_registered
 
-    path = ROOT / "build" / "attendnext.onnx"
-    export_attendnext(path, weights=options.weights)
+    path = ROOT / "build" / f"{name}.onnx"
+    if name == "attendnext":
+        export_attendnext(path, weights=options.weights)
+    else:
+        export_registered(name, path)
     return onnx_model.load(path, options.input_shapes)
+
+
+def _is_onnx_path(model: str) -> bool:
+    """An existing file or folder, or anything spelled like a path (a separator or a suffix), not a model name."""
+    path = Path(model)
+    return path.exists() or path.suffix != "" or len(path.parts) > 1
 
 
 def explain(options: CompileOptions) -> str:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compiler.errors import UserError
+from compiler.zoo.untrained import build_seeded, calibrate_batchnorms
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 DOWNSAMPLES = ("blur", "avgpool")
@@ -245,59 +246,26 @@ def _require_even(size: int, where: str) -> None:
                         "change input_size or move a downsampling later")
 
 
-def _calibration_images(cfg: AttendNeXtConfig, generator: torch.Generator) -> torch.Tensor:
-    """Three seeded random fields with structure at coarse, medium and pixel scale, each of unit variance.
-
-    White noise alone would be a poor stand-in for images: the blur kernels filter most of it out, so
-    statistics measured on it would amplify smooth, image-like inputs a hundredfold.
-    """
-    fields = []
-    for factor in (32, 4, 1):
-        low = max(1, cfg.input_size // factor)
-        field = torch.randn(1, cfg.in_channels, low, low, generator=generator)
-        field = F.interpolate(field, size=(cfg.input_size, cfg.input_size), mode="bilinear", align_corners=False)
-        fields.append(field / field.std())
-    return torch.cat(fields)
-
-
 def _seed_untrained_state(model: AttendNeXt, generator: torch.Generator) -> None:
-    """Give every BatchNorm seeded affine parameters and running statistics measured on seeded random images,
-    and every condenser scale s a seeded value.
+    """Give every condenser scale s a seeded value, then calibrate the BatchNorms (compiler.zoo.untrained).
 
-    Untrained convs shrink their input, so BatchNorms with textbook statistics (mean 0, var 1) would let the
-    input's signal fade through ~80 layers and every image would get the same logits. Statistics measured
-    layer by layer (one train-mode pass, cumulative average) keep each layer near unit scale; random
-    scales and shifts make the folded convs differ from the raw ones, as trained ones would. Distinct scales
-    keep each Mul(s) a real op in the ONNX graph (equal initialisers would be merged behind Identity nodes).
+    Distinct scales keep each Mul(s) a real op in the ONNX graph (equal initialisers would be merged behind
+    Identity nodes).
     """
     for condenser in (m for m in model.modules() if isinstance(m, (AttentionCondenser, DCAC))):
         condenser.scale.data = 0.5 + torch.rand((), generator=generator)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in norms:
-        bn.weight.data = 0.5 + torch.rand(bn.num_features, generator=generator)
-        bn.bias.data = 0.2 * torch.randn(bn.num_features, generator=generator)
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: after one pass, the running stats are that batch's stats
-    model.train()
-    with torch.no_grad():
-        model(_calibration_images(model.config, generator))
-    for bn in norms:
-        bn.momentum = 0.1
+    cfg = model.config
+    calibrate_batchnorms(model, generator, (cfg.in_channels, cfg.input_size, cfg.input_size))
 
 
-def build_attendnext(config: AttendNeXtConfig | None = None, seed: int = 0, weights=None) -> nn.Module:
-    """Build AttendNeXt in eval mode: seeded weights (same seed, same network), or a saved state_dict.
+def build_attendnext(config: AttendNeXtConfig | None = None, seed: int | None = 0, weights=None) -> nn.Module:
+    """Build AttendNeXt in eval mode: seeded weights (same seed, same network; None: unseeded), or a state_dict.
 
-    The global RNG is left untouched (fork_rng), so building a model does not perturb the caller's randomness.
     A weights file is read before anything is built, so a bad path fails at once.
     """
     config = config or AttendNeXtConfig()
     state = _read_state_dict(Path(weights)) if weights is not None else None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AttendNeXt(config)
-        if state is None:
-            _seed_untrained_state(model, torch.Generator().manual_seed(seed))
+    model = build_seeded(lambda: AttendNeXt(config), seed, _seed_untrained_state if state is None else None)
     if state is not None:
         try:
             model.load_state_dict(state, strict=True)
@@ -320,30 +288,6 @@ def _read_state_dict(path: Path) -> dict:
         raise UserError(f"weights file {path} holds a {type(state).__name__}, not a state_dict; "
                         "save it with torch.save(model.state_dict(), path)")
     return state
-
-
-def count_params_and_macs(model: nn.Module, input_shape=(1, 3, 224, 224)) -> tuple[int, int]:
-    """Trainable parameters, and multiply-accumulates of every Conv2d, Linear and BlurPool for one forward.
-
-    A conv output element costs (in_ch / groups) * kh * kw MACs, which is weight[0].numel() for Conv2d
-    (out, in/g, kh, kw), BlurPool (C, 1, 3, 3) and Linear (out, in) alike.
-    """
-    macs = 0
-
-    def hook(module, _inputs, output):
-        nonlocal macs
-        macs += output.numel() * module.weight[0].numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear, BlurPool))]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return params, macs
 
 
 def config_with(**changes) -> AttendNeXtConfig:

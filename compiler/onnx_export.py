@@ -11,7 +11,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from compiler.attendnext import build_attendnext, count_params_and_macs
+from compiler import zoo
+from compiler.attendnext import build_attendnext
+from compiler.zoo.size import count_params_and_macs
 
 # Pad: the legacy exporter emits it with dynamic pads (from F.pad), which the Relax importer rejects.
 # BatchNormalization: its presence means folding into the preceding Conv did not happen.
@@ -54,12 +56,22 @@ def op_histogram(model_or_path) -> dict[str, int]:
     return dict(collections.Counter(node.op_type for node in graph.node).most_common())
 
 
-def export_attendnext(path, config=None, seed=0, weights=None) -> dict:
-    """Build AttendNeXt (seeded, or from a state_dict), print its size, export it; return size and path."""
-    model = build_attendnext(config, seed=seed, weights=weights)
-    size = model.config.input_size
-    input_shape = (1, model.config.in_channels, size, size)
+def export_model(model: torch.nn.Module, path, input_shape, title: str) -> dict:
+    """Print the model's size, export it; return parameters, MACs and the path written."""
     params, macs = count_params_and_macs(model, input_shape)
-    print(f"AttendNeXt: {params / 1e6:.2f}M parameters, {macs / 1e9:.2f} GMACs")
+    print(f"{title}: {params / 1e6:.2f}M parameters, {macs / 1e9:.2f} GMACs")
     written = export_onnx(model, path, input_shape)
     return {"params": params, "macs": macs, "path": str(written)}
+
+
+def export_attendnext(path, config=None, seed=0, weights=None) -> dict:
+    """Build AttendNeXt (seeded, or from a state_dict) and export it."""
+    model = build_attendnext(config, seed=seed, weights=weights)
+    size = model.config.input_size
+    return export_model(model, path, (1, model.config.in_channels, size, size), "AttendNeXt")
+
+
+def export_registered(name: str, path, seed=0) -> dict:
+    """Build a model of the registry (compiler.zoo), seeded, and export it at its paper's input size."""
+    entry = zoo.lookup(name)
+    return export_model(entry.build(seed=seed), path, entry.input_shape, name)

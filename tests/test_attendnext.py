@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compiler.attendnext import (AttendNeXtConfig, AttentionCondenser, DCAC, build_attendnext, config_with,
-                                 count_params_and_macs)
+from compiler.attendnext import AttendNeXtConfig, AttentionCondenser, DCAC, build_attendnext, config_with
 from compiler.errors import UserError
 from compiler.onnx_export import export_attendnext, export_onnx, op_histogram
+from compiler.zoo.size import count_params_and_macs
 
 SMALL = dict(num_classes=10, input_size=64, column_units=(1, 1), merged_widths=(32, 48), merged_blocks=(2, 1),
              merged_groups=(4, 4), head_channels=64)
