@@ -47,6 +47,9 @@ def parse_args(argv):
                         help="with --tune: add records to a database measured for another CPU")
     parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
     parser.add_argument("--trials", type=int, default=2000, help="total tuning budget (resumed runs count spent trials)")
+    parser.add_argument("--seed-database", metavar="DIR",
+                        help="with --tune: start from another database's best schedules (another board, CPU or "
+                             "model), each measured on this run's device before the search")
     parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
     parser.add_argument("--session-timeout", type=float, default=120.0,
                         help="seconds one candidate may take on a device (upload, load, measure)")
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
             database=args.database, allow_emulated_logs=args.allow_emulated_logs,
             allow_stale_database=args.allow_stale_database, verify=args.verify,
             tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
-                             session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu)
+                             session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
+                             seed_database=args.seed_database)
             if args.tune else None, tracker=args.tracker,
             tolerance=args.tolerance, dump_ir=args.dump_ir)
         if args.explain:

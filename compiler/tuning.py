@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .device_info import host_description
+from .tuning_policy import BudgetPolicy, make_policy_callback
 from .errors import DeviceError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,9 @@ class TuneOptions:
     trials_per_iter: Optional[int] = None  # default: from the budget and the number of tasks
     builder: str = "persistent"  # or "stock": MetaSchedule's LocalBuilder (for throughput comparisons)
     allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
+    seed_database: Optional[str] = None  # start from another database's best schedules, measured here first
+    seed_top_k: int = 2  # seed schedules replayed per matching workload
+    budget_policy: Optional[BudgetPolicy] = field(default_factory=BudgetPolicy)  # None: stock MetaSchedule
 
 
 @dataclass
@@ -49,6 +53,8 @@ class TuneSummary:
     failures: Dict[str, int] = field(default_factory=dict)
     estimated_ms: Optional[float] = None
     seconds: float = 0.0
+    seed: Optional[object] = None  # tuning_seed.SeedSummary when the run was seeded
+    stopped: Dict[str, str] = field(default_factory=dict)  # task -> why the budget policy stopped it
 
     @property
     def trials_run(self) -> int:
@@ -61,10 +67,13 @@ class NoServersLeft(Exception):
 
 def describe(summary: "TuneSummary") -> str:
     """The end-of-run lines: trials, estimate, failures by kind."""
-    lines = [f"      tuned {summary.trials_run} trials this run ({summary.trials_now} of {summary.budget} in the "
+    lines = [summary.seed.describe()] if summary.seed is not None else []
+    lines += [f"      tuned {summary.trials_run} trials this run ({summary.trials_now} of {summary.budget} in the "
              f"database, {summary.tasks} tasks) in {summary.seconds / 60:.1f} min"]
     if summary.estimated_ms is not None:
         lines.append(f"      estimated latency of the best schedules measured this run: {summary.estimated_ms:.2f} ms")
+    if summary.stopped:
+        lines.append(f"      budget policy stopped {len(summary.stopped)} of {summary.tasks} tasks (see report.md)")
     if summary.failures:
         lines.append("      failed candidates: " + ", ".join(f"{n} {kind}" for kind, n in summary.failures.items()))
     return "\n".join(lines)
@@ -174,6 +183,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     from .tuning_db import check_resume
 
     check_resume(database, preset, fingerprint, options.allow_other_cpu)
+    from .tuning_seed import open_seed, replay
+
+    seed = open_seed(options.seed_database) if options.seed_database else None
     started = time.time()
     target = preset.tvm_target()
     db = database.load()
@@ -225,11 +237,26 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             builder.close = lambda: None
         else:
             builder = PersistentBuilder(link, max_workers=workers)
-        interrupted = []
-        progress = _make_progress_callback(options.trials, spent, check, interrupted)
-        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, work_dir=str(database.path / "logs"))
+        cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
+                                                    tree_method="auto")
+        if seed is not None:
+            unseeded = [c for c in contexts if not _has_records(db, c.mod)]  # a resumed run is not reseeded
+            summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,
+                                  options.seed_top_k)
+            summary.seed.tasks = len(contexts)
+            _record_seed(database, summary.seed)
+            spent = database.record_count()
+            remaining = options.trials - spent
+            if remaining <= 0:
+                builder.close()
+                return _finish(summary, database, started)
+        interrupted = []
+        progress = _make_progress_callback(options.trials, spent, check, interrupted)
+        policy = ([make_policy_callback(options.budget_policy, summary.stopped)]
+                  if options.budget_policy is not None else [])
+        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
 
         def on_interrupt(signum, frame):
             """First Ctrl-C: stop once the batch being measured is saved. Second: stop now (the records of
@@ -244,8 +271,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         try:
             ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
                                max_trials_global=remaining, num_trials_per_iter=per_iter, builder=builder,
-                               runner=runner, database=db,
-                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                               runner=runner, database=db, cost_model=cost_model,
+                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), *policy,
+                                                  progress],
                                task_scheduler="gradient")
         except Exception:
             if interrupted:  # the stop raised in the callback comes back from TVM as a RuntimeError
@@ -265,6 +293,18 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         if farm is not None:
             farm.stop()
     return _finish(summary, database, started)
+
+
+def _has_records(db, mod) -> bool:
+    return db.has_workload(mod) and bool(db.get_top_k(db.commit_workload(mod), 1))
+
+
+def _record_seed(database, seed) -> None:
+    """The seed's source and counts in this run's provenance entry (and so in the report)."""
+    provenance = database.provenance
+    if provenance.get("runs"):
+        provenance["runs"][-1]["seed"] = seed.as_dict()
+        database.write_provenance(provenance)
 
 
 def _close_interrupted_run(database) -> None:
@@ -288,7 +328,8 @@ def _finish(summary: TuneSummary, database, started: float) -> TuneSummary:
         provenance["updated"] = _now()
         runs = provenance.get("runs") or []
         if runs and "ended" not in runs[-1]:
-            runs[-1].update(ended=_now(), trials_after=summary.trials_now, minutes=round(summary.seconds / 60, 1))
+            runs[-1].update(ended=_now(), trials_after=summary.trials_now, minutes=round(summary.seconds / 60, 1),
+                            stopped_tasks=summary.stopped)
         database.write_provenance(provenance)
     return summary
 

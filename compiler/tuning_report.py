@@ -83,6 +83,20 @@ def _plot(path, rows, curve, title) -> None:
     tmp.replace(path)
 
 
+def _run_lines(runs) -> List[str]:
+    """What the newest run's seed and budget policy did: seeded tasks, and each stopped task with its reason."""
+    if not runs:
+        return []
+    run, lines = runs[-1], []
+    seed = run.get("seed")
+    if seed:
+        lines.append(f"- seeded from {seed['source']}: {seed['tasks_seeded']} of {seed['tasks']} tasks, "
+                     f"{seed['measured']} seed schedules measured on this device ({seed['failed']} did not run here)")
+    for task, reason in sorted((run.get("stopped_tasks") or {}).items()):
+        lines.append(f"- budget policy stopped `{task}`: {reason}")
+    return lines + ([""] if lines else [])
+
+
 def write(database, mod, target) -> None:
     """Write report.md and report.png into the database folder (atomically)."""
     rows, curve = analyse(database, mod, target)
@@ -102,6 +116,7 @@ def write(database, mod, target) -> None:
         f"- estimated latency of the best schedules (tuned tasks only, weight x best): {total:.3f} ms",
         f"- TVM {provenance.get('tvm_version', '?')}, fusion {provenance.get('fusion', '?')}, "
         f"updated {provenance.get('updated', '?')}", "",
+        *_run_lines(provenance.get("runs") or []),
         "![estimated latency and per-task share](report.png)", "",
         "| task | weight | trials | best (ms) | weight x best (ms) | share |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

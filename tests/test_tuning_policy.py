@@ -1,0 +1,57 @@
+"""The budget policy: which tasks it stops, on toy histories and on a toy module's real design spaces."""
+import pytest
+
+from compiler.tuning_policy import BudgetPolicy, flat_reason, has_schedule_space
+
+POLICY = BudgetPolicy(window=4, min_gain=0.01, min_batches=6)
+
+
+def test_a_flat_curve_is_stopped_and_an_improving_one_is_not():
+    flat = [10.0, 8.0, 7.0, 6.0, 6.0, 5.99, 5.99, 5.98]  # 0.3% over the last 4 batches
+    assert "flat" in flat_reason(flat, POLICY)
+    improving = [10.0, 8.0, 7.0, 6.0, 5.8, 5.6, 5.5, 5.4]  # 10% over the last 4 batches
+    assert flat_reason(improving, POLICY) is None
+
+
+def test_a_young_task_is_never_judged():
+    assert flat_reason([5.0] * 5, POLICY) is None  # five batches, nothing gained, but fewer than min_batches
+    assert "flat" in flat_reason([5.0] * 6, POLICY)
+
+
+def test_the_window_and_threshold_are_the_policys():
+    history = [10.0, 10.0, 10.0, 10.0, 9.8, 9.8, 9.75, 9.72, 9.7]  # 1.0% over the last 4 batches, 3.0% over 7
+    assert "flat" in flat_reason(history, BudgetPolicy(window=4, min_gain=0.02))
+    assert flat_reason(history, BudgetPolicy(window=7, min_gain=0.02)) is None
+
+
+def _design_space_traces(prim_func):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    context = ms.TuneContext(mod=tvm.IRModule({"main": prim_func}), target=target,
+                             space_generator="post-order-apply", search_strategy="evolutionary")
+    return [schedule.trace for schedule in context.generate_design_space()]
+
+
+def _toy(kind):
+    from tvm import te
+
+    a = te.placeholder((64, 64), name="a")
+    if kind == "matmul":
+        b = te.placeholder((64, 64), name="b")
+        k = te.reduce_axis((0, 64), name="k")
+        c = te.compute((64, 64), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
+        return te.create_prim_func([a, b, c])
+    c = te.compute((64, 64), lambda i, j: a[i, j] + 1.0, name="c")
+    return te.create_prim_func([a, c])
+
+
+def test_a_matmul_has_a_schedule_space_and_an_elementwise_add_has_none():
+    assert has_schedule_space(_design_space_traces(_toy("matmul")))
+    assert not has_schedule_space(_design_space_traces(_toy("add")))
+
+
+@pytest.mark.parametrize("kind", ["matmul", "add"])
+def test_design_spaces_exist_for_both(kind):
+    assert _design_space_traces(_toy(kind))  # the space test above compares real spaces, not empty lists
