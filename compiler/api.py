@@ -95,6 +95,12 @@ def compile_model(options: CompileOptions) -> CompileResult:
     started = time.time()
     preset = targets.load(options.target)
     link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work
+    if options.tracker:  # a wrong or unreachable tracker fails before the build, not after it
+        from .farm import check_key, parse_tracker
+
+        host, port = parse_tracker(options.tracker)
+        if options.verify and options.tune is None:
+            check_key(host, port, preset.rpc_key)
     model = prepare_onnx(options)
     out_dir = Path(options.out or ROOT / "dist" / f"{model.name}-{preset.name}")
     artifact.check_output_dir(out_dir)
@@ -107,6 +113,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
     say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
     mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
     kernels = pipeline.kernel_names(mod)
+    outputs = pipeline.output_specs(mod, model.output_names, model.inputs)  # an unknown size fails here, early
     fingerprint = pipeline.fingerprint(options.fusion, options.layout)
     if options.tune is not None:
         tune_database = tuning_db.for_build(preset, model, options.fusion, options.database, options.layout)
@@ -123,6 +130,11 @@ def compile_model(options: CompileOptions) -> CompileResult:
     if database is not None:
         mod = pipeline.apply_database(mod, target, database.load(), options.dump_ir)
         tuned = pipeline.scheduled_kernel_names(mod)
+        if options.database and kernels and not tuned:
+            made_for = database.provenance.get("model_sha256", "unknown")[:12]
+            raise UserError(f"--database {options.database} has no record for any of the {len(kernels)} kernels of "
+                            f"{model.name} (ONNX sha256 {model.sha256[:12]}): it was tuned for another model "
+                            f"({made_for}); give this model's database, or tune one with --tune")
         say(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
             f"{len(tuned)} of {len(kernels)} kernels tuned")
     else:
@@ -135,7 +147,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
     fields = dict(
         model=model.name, onnx_sha256=model.sha256,
         inputs=[spec.as_dict() for spec in model.inputs],
-        outputs=pipeline.output_specs(mod, model.output_names),
+        outputs=outputs,
         target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
         layout=options.layout,
         tuning=artifact.TuningInfo(database=str(database.path) if database else None,

@@ -6,6 +6,7 @@ runtime checks before loading.
 """
 import datetime
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ class Sidecar:
 
 
 def check_output_dir(out_dir: Path) -> None:
-    """The artifact folder is replaced whole: refuse one that holds anything but a previous artifact."""
+    """The artifact folder is replaced whole: refuse one that holds anything but a previous artifact, or
+    one that could not be written (checked before the slow work, not after it)."""
+    _check_writable(out_dir)
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -58,6 +61,19 @@ def check_output_dir(out_dir: Path) -> None:
     if entries and not sidecars:
         raise UserError(f"--out {out_dir} is not empty and holds no previous artifact: it would be replaced "
                         "whole; choose an empty or new folder")
+
+
+def _check_writable(out_dir: Path) -> None:
+    """The artifact is staged beside `out_dir` (atomic.staged_dir): its nearest existing ancestor must be a
+    folder this process may create entries in."""
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"--out {out_dir} lies under {ancestor}, which is a file: give a folder for the artifact")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out_dir} cannot be written: {ancestor} is not writable by this user; choose a "
+                        "folder you can write (e.g. under dist/)")
 
 
 def _is_sidecar(path: Path) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import atomic
 from .cache import cache_dir
-from .errors import UserError
+from .errors import DeviceError, UserError
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("DCAC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -57,7 +57,10 @@ def _run(cmd, **kwargs) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
-        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(map(str, cmd))}\n" + "\n".join(tail))
+        for line in tail:
+            log(f"  {line}")
+        raise DeviceError(f"setting up the emulated Pi failed: `{' '.join(map(str, cmd[:3]))} ...` exited with "
+                          f"{result.returncode} ({tail[-1] if tail else 'no output'}); fix what it says and run again")
 
 
 def ensure_host_tools() -> None:

@@ -40,15 +40,28 @@ def tracker_summary(host: str, port: int) -> dict:
     from tvm import rpc
 
     try:
+        socket.create_connection((host, port), timeout=10).close()  # TVM itself retries a refused port for 60 s
         return rpc.connect_tracker(host, port).summary()
     except (OSError, RuntimeError) as err:
         raise DeviceError(f"tracker {host}:{port} does not answer ({err}): start it or check --tracker") from None
+
+
+def check_key(host: str, port: int, key: str) -> None:
+    """A DeviceError unless the tracker answers and has a server registered under `key`: the tracker
+    queues a request for a key no server has until one registers, so the request would wait for ever."""
+    summary = tracker_summary(host, port)
+    if servers_for_key(summary, key) == 0:
+        keys = sorted({str(i.get("key", "")).split(":")[-1] for i in summary.get("server_info", [])} - {""})
+        has = f"its servers' keys: {', '.join(keys)}" if keys else "no server is registered"
+        raise DeviceError(f"tracker {host}:{port} has no '{key}' server ({has}): start compiler/device_server.py "
+                          f"on the board with --key {key}, or check --tracker and --target")
 
 
 def request_session(host: str, port: int, key: str, timeout: float):
     """An RPC session to a `key` device from the tracker, or a one-line DeviceError."""
     from tvm import rpc
 
+    check_key(host, port, key)
     try:
         return rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=timeout)
     except (OSError, RuntimeError) as err:

@@ -10,6 +10,9 @@ from typing import Optional
 
 from .errors import UserError
 
+FIX = {"gnu": "reinstall it (`apt-get install --reinstall g++-aarch64-linux-gnu`) or link with --linker zig",
+       "zig": "reinstall it (`pip install --force-reinstall ziglang`) or link with --linker gnu",
+       "host": "install a working g++ (`apt-get install g++`)"}
 # Zig links against this glibc version: old enough for Raspberry Pi OS (bookworm: 2.36) and Jetson L4T.
 ZIG_GLIBC = "2.28"
 
@@ -28,7 +31,10 @@ class Linker:
         cmd = [*self.command, "-shared", "-fPIC", "-o", output, *(options or []), *objects]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"linking failed with {self.name}: {' '.join(cmd)}\n{result.stdout}{result.stderr}")
+            said = (result.stderr or result.stdout).strip().splitlines()
+            tool = "python -m ziglang" if self.name == "zig" else self.command[0]
+            raise UserError(f"linking the library with {self.name} ({tool}) failed: "
+                            f"{said[-1] if said else f'exit code {result.returncode}'}; {FIX[self.name]}")
 
 
 def gnu_linker(triple: str) -> Optional[Linker]:

@@ -14,13 +14,17 @@ from .errors import UserError
 
 
 def import_onnx(model):
-    """ONNX -> Relax with the validated static input shapes; weights become constants."""
+    """ONNX -> Relax with the validated static input shapes (bound into the graph first, so the shape
+    arithmetic of a dynamic axis folds away: compiler/shape_binding.py); weights become constants."""
     from tvm.relax.frontend.onnx import from_onnx
+
+    from . import shape_binding
 
     shapes = {spec.name: list(spec.shape) for spec in model.inputs}
     dtypes = {spec.name: spec.dtype for spec in model.inputs}
+    proto = shape_binding.bind(model.proto, {spec.name: spec.shape for spec in model.inputs})
     try:
-        return from_onnx(model.proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+        return from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
     except Exception as err:  # the importer raises bare TypeErrors/ValueErrors from deep inside
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise UserError(f"TVM's ONNX importer rejected {model.path.name}: {lines[-1] if lines else type(err).__name__}; "
@@ -115,9 +119,13 @@ def _run(passes, mod, target, dump_dir: Optional[str], phase: str):
 
 def _dump(mod, dump_dir: Optional[str], phase: str) -> None:
     if dump_dir:
-        os.makedirs(dump_dir, exist_ok=True)
-        with open(os.path.join(dump_dir, f"{phase}.py"), "w") as handle:
-            handle.write(mod.script())
+        try:
+            os.makedirs(dump_dir, exist_ok=True)
+            with open(os.path.join(dump_dir, f"{phase}.py"), "w") as handle:
+                handle.write(mod.script())
+        except OSError as err:
+            raise UserError(f"--dump-ir {dump_dir} cannot be written ({err.strerror}): give a folder "
+                            "you can write") from None
 
 
 def tunable_module(mod, target, fusion: str = "stock", dump_dir: Optional[str] = None,
@@ -175,11 +183,26 @@ def build(mod, target, dump_dir: Optional[str] = None, vector_exp: bool = True):
         return tvm.compile(lowered, target=target, relax_pipeline=tvm.transform.Sequential([]))
 
 
-def output_specs(mod, names) -> list:
-    """Names, static shapes and dtypes of main's outputs, for the sidecar."""
+def output_specs(mod, names, inputs=()) -> list:
+    """Names, static shapes and dtypes of main's outputs, for the sidecar, read from `mod` after its input
+    shapes were bound and its graph passes ran; a dimension still unknown then is a UserError naming it.
+    `inputs` (TensorSpecs) only word the message."""
+    import tvm
     from tvm import relax
 
     ret = mod["main"].ret_ty
     infos = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
-    return [{"name": name, "shape": [int(d) for d in info.shape], "dtype": str(info.dtype)}
-            for name, info in zip(names, infos)]
+    specs = []
+    for name, info in zip(names, infos):
+        dims = list(info.shape) if info.shape is not None else ["?"] * max(info.ndim, 0)
+        unknown = [(i, d) for i, d in enumerate(dims) if not isinstance(d, (int, tvm.tirx.IntImm))]
+        if unknown or info.ndim < 0:
+            bound = " ".join(f"{s.name}={','.join(map(str, s.shape))}" for s in inputs)
+            which = (f"dimension{'s' if len(unknown) > 1 else ''} "
+                     + ", ".join(str(i) if d == "?" else f"{i} ({d})" for i, d in unknown)) if unknown else "rank"
+            raise UserError(f"output '{name}' has shape ({', '.join(map(str, dims))}) with the inputs bound to "
+                            f"{bound}: its {which} depend{'' if len(unknown) > 1 else 's'} on values computed at "
+                            "run time; export the model with static shapes (torch.onnx.export without "
+                            "dynamic_shapes) or make each output size follow from the input shapes")
+        specs.append({"name": name, "shape": [int(d) for d in dims], "dtype": str(info.dtype)})
+    return specs

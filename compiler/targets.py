@@ -31,9 +31,23 @@ class Preset:
         return int(self.target["num-cores"])
 
     def tvm_target(self):
+        """The TVM target; a preset TVM cannot build for, or whose mcpu LLVM does not know (LLVM would
+        silently generate generic code), is a UserError."""
         import tvm
+        from tvm.target import codegen
 
-        return tvm.target.Target(self.target)
+        try:
+            target = tvm.target.Target(self.target)
+        except (ValueError, RuntimeError, TypeError) as err:
+            detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise UserError(f"target preset '{self.name}' is not a target TVM can build for ({detail}): see "
+                            "targets/rpi4.json for the fields") from None
+        cpu = self.target.get("mcpu")
+        if target.kind.name == "llvm" and cpu and cpu not in codegen.llvm_get_cpu_archlist(target):
+            raise UserError(f"target preset '{self.name}' names mcpu '{cpu}', which LLVM does not know for "
+                            f"{target.attrs.get('mtriple') or 'this machine'}: give an LLVM cpu name, e.g. "
+                            "cortex-a72 (`llc -mtriple=... -mcpu=help` lists them)")
+        return target
 
 
 def _resolve_host_values(target: dict) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import atomic
+from . import atomic, database_files
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ class TuningDatabase:
     @property
     def provenance(self) -> dict:
         path = self.path / PROVENANCE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return database_files.read_json(path) if path.is_file() else {}
 
     def write_provenance(self, data: dict) -> None:
         atomic.write_json(self.path / PROVENANCE, data)
@@ -119,15 +119,12 @@ class TuningDatabase:
 
     def load(self):
         """MetaSchedule's JSONDatabase over these files (repaired first), created if absent."""
-        from tvm.s_tir import meta_schedule as ms
-
         self.path.mkdir(parents=True, exist_ok=True)
         dropped = self.repair()
         if dropped:
             print(f"tuning database {self.path}: dropped {dropped} incomplete line(s) left by a crash",
                   file=sys.stderr)
-        return ms.database.JSONDatabase(path_workload=str(self.workload_file),
-                                        path_tuning_record=str(self.record_file), allow_missing=True)
+        return database_files.json_database(self.workload_file, self.record_file)
 
 
 def _shown(path: Path) -> str:

@@ -1,10 +1,14 @@
-"""Small ONNX vision models defined here for the tests: a MobileNetV2-style CNN and a ViT-style transformer.
+"""Small ONNX vision models defined here for the tests: a MobileNetV2-style CNN, a ViT-style transformer and
+a ConvNeXt-style CNN.
 
 They exercise operators AttendNeXt does not (depthwise convolutions with Clip, LayerNorm, MatMul,
 Softmax, Gelu, Transpose) so the compiler is tested on more than its reference model.
 """
+import socket
 import warnings
+from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -79,11 +83,49 @@ class ViTMini(nn.Module):
         return self.head(self.norm(x).mean(dim=1))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over channels of an NCHW map, through permutes, as torchvision's ConvNeXt has it."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x):
+        y = self.mlp(self.norm(self.depthwise(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return x + self.layer_scale * y
+
+
+class ConvNeXtMini(nn.Module):
+    """ConvNeXt's stem, blocks, downsampling and head (LayerNorm2d, Flatten, Linear), two narrow stages.
+    Exported by the dynamo exporter with a dynamic batch, its pooled head computes the batch size at run
+    time (Shape -> Range -> Gather): the graph whose output shape TVM could not infer."""
+
+    def __init__(self, dim=16, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4), LayerNorm2d(dim))
+        self.stages = nn.Sequential(ConvNeXtBlock(dim), LayerNorm2d(dim), nn.Conv2d(dim, 2 * dim, 2, 2),
+                                    ConvNeXtBlock(2 * dim))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), LayerNorm2d(2 * dim), nn.Flatten(1),
+                                  nn.Linear(2 * dim, classes))
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)))
+
+
 MODELS = {
     # name: (constructor, input shape, dynamic batch axis in the ONNX file)
     "tiny_cnn": (TinyCNN, (1, 3, 32, 32), False),
     "mobilenet_mini": (MobileNetMini, (1, 3, 96, 96), False),
     "vit_mini": (ViTMini, (1, 3, 64, 64), True),
+    "convnext_mini": (ConvNeXtMini, (1, 3, 32, 32), True),
 }
 
 
@@ -102,3 +144,37 @@ def export(name, path, seed=0):
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}} if dynamic_batch else None)
     return path
+
+
+def export_as_users_do(model, path, shape, dynamo: bool):
+    """Export `model` with a dynamic batch axis and its weights in an external-data file `<path>.data`, by
+    the dynamo exporter (torch.onnx.export's default in torch 2.13) or the legacy TorchScript one. No
+    network is used: a connection attempt fails the export."""
+    path = Path(path)
+    example = torch.randn(2, *shape[1:])  # batch 2: torch.export would specialise a batch of 1
+    with warnings.catch_warnings(), torch.no_grad(), _no_network():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, external_data=True, verbose=False,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}})
+            onnx.save(onnx.load(str(path)), str(path), save_as_external_data=True, location=f"{path.name}.data",
+                      size_threshold=0)
+    return path
+
+
+class _no_network:
+    """Within it, opening a network connection raises (the exports must work offline)."""
+
+    def __enter__(self):
+        self.saved = socket.socket.connect, socket.create_connection
+
+        def refuse(*args, **kwargs):
+            raise OSError("the ONNX export tried to open a network connection")
+        socket.socket.connect, socket.create_connection = refuse, refuse
+
+    def __exit__(self, *exc):
+        socket.socket.connect, socket.create_connection = self.saved

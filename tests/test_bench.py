@@ -19,11 +19,12 @@ def run_bench(*args):
 
 
 def test_ratio_is_each_median_over_onnxruntimes():
-    rows = table({"ONNX Runtime": [4.0, 2.0, 3.0], "TVM": [1.0, 1.5, 9.0, 2.0, 1.0]})
+    rows = table({"ONNX Runtime": [4.0, 2.0, 3.0], "TVM": [7.0, 3.0, 10.0, 1.0, 5.0, 9.0, 2.0, 8.0, 4.0, 6.0]})
     assert rows["ONNX Runtime"]["ratio_vs_onnxruntime"] == 1.0
-    assert rows["TVM"]["median_ms"] == 1.5
-    assert rows["TVM"]["ratio_vs_onnxruntime"] == pytest.approx(0.5)
-    assert rows["TVM"]["p90_ms"] == 9.0  # nearest rank: the 5th of 5
+    assert rows["TVM"]["median_ms"] == 5.5
+    assert rows["TVM"]["ratio_vs_onnxruntime"] == pytest.approx(5.5 / 3.0)
+    assert rows["TVM"]["p90_ms"] == 9.0  # nearest rank: the 9th of 10, not the largest
+    assert rows["TVM"]["min_ms"] == 1.0
 
 
 def test_measure_interleaves_rounds_and_drops_warmup():
@@ -97,7 +98,7 @@ def test_host_benchmark_writes_json_and_markdown(tmp_path):
     assert database["kernels_tuned"] > 0 and database["trials"] > 0
     assert report["machine"]["llvm_cpu"] and report["machine"]["cpu_model"]
     for row in report["engines"].values():
-        assert row["runs"] == 3 and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
+        assert row["runs"] == 3 and row["median_ms"] > 0  # the percentiles themselves: test_ratio_is_each_...
     onnxruntime = report["engines"]["ONNX Runtime"]["median_ms"]
     for row in report["engines"].values():
         assert row["ratio_vs_onnxruntime"] == pytest.approx(row["median_ms"] / onnxruntime)

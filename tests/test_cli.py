@@ -8,17 +8,19 @@ from test_onnx_model import make_model
 ROOT = __import__("conftest").ROOT
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, **kwargs):
     return subprocess.run([sys.executable, str(ROOT / "compile.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, env=env)
+                          text=True, cwd=ROOT, env=env, **kwargs)
 
 
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
+def assert_user_error(result, *fragments, code=2):
+    """Exit `code` (2: the user's mistake, 1: a device's failure), no traceback, and one line of error: the
+    last, holding every fragment."""
+    assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr
     message = lines[-1]
-    assert message.startswith("error: ")
     for fragment in fragments:
         assert fragment in message, message
 

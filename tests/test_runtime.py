@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,9 +72,28 @@ def test_refuses_an_unknown_sidecar_schema(tiny_artifact, tmp_path):
         Model(library)
 
 
-def test_benchmark_reports_percentiles(tiny_artifact):
-    stats = Model(tiny_artifact).benchmark(repeat=7, warmup=1)
-    assert stats["runs"] == 7 and 0 < stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+class TimedVM:
+    """The model's VM, but its time evaluator reports `times_ms` (in this order) instead of measuring."""
+
+    def __init__(self, vm, times_ms):
+        self.vm, self.times_ms = vm, times_ms
+
+    def __getattr__(self, name):
+        return getattr(self.vm, name)
+
+    def time_evaluator(self, name, device, number, repeat):
+        return lambda function: SimpleNamespace(results=[t / 1e3 for t in self.times_ms[:repeat]])
+
+
+def test_benchmark_reports_nearest_rank_percentiles(tiny_artifact):
+    """Ten known times, unordered: the p90 is the 9th smallest (not the largest), the median the mean of
+    the middle two."""
+    model = Model(tiny_artifact)
+    model.vm = TimedVM(model.vm, [7.0, 3.0, 10.0, 1.0, 5.0, 9.0, 2.0, 8.0, 4.0, 6.0])
+    stats = model.benchmark(repeat=10, warmup=1)
+    assert (stats["median_ms"], stats["p90_ms"], stats["min_ms"], stats["runs"]) == pytest.approx((5.5, 9.0, 1.0, 10))
+    measured = Model(tiny_artifact).benchmark(repeat=3, warmup=1)
+    assert measured["runs"] == 3 and measured["min_ms"] > 0
 
 
 def test_imports_only_tvm_numpy_and_stdlib():

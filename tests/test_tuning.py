@@ -62,8 +62,9 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     deadline = time.time() + 400
     while len(records(database)) < 4 and time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
+    assert process.poll() is None, "the run ended before the kill"
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL  # the kill, not an exit of its own, ended it
     before = records(database)
     assert 4 <= len(before) < 24, "the kill should land mid-run"
     # A crash can also cut a line in half: simulate it on top of the kill.
