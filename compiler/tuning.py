@@ -41,7 +41,9 @@ class TuneOptions:
     allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
     seed_database: Optional[str] = None  # start from another database's best schedules, measured here first
     seed_top_k: int = 2  # seed schedules replayed per matching workload
-    budget_policy: Optional[BudgetPolicy] = field(default_factory=BudgetPolicy)  # None: stock MetaSchedule
+    # None (default): MetaSchedule's scheduler alone. A policy terminates tasks from a measure callback, which
+    # TVM 0.27's scheduler does not survive: it later terminates the same task itself and fails a check.
+    budget_policy: Optional[BudgetPolicy] = None
 
 
 @dataclass

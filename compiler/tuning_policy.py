@@ -63,8 +63,9 @@ def make_policy_callback(policy: BudgetPolicy, stopped: Dict[str, str]):
                 reason = NO_SPACE
             elif history:
                 reason = flat_reason(history, policy)
-            if reason is not None:
-                stopped[str(task_scheduler.tasks_[task_id].ctx.task_name)] = reason
+            task = task_scheduler.tasks_[task_id]
+            if reason is not None and not task.is_terminated:  # the scheduler may have ended it already
+                stopped[str(task.ctx.task_name)] = reason
                 task_scheduler.terminate_task(task_id)
 
     return StopWhatCannotPay()
