@@ -1,8 +1,13 @@
 """Target presets: one JSON file per board in targets/, loaded into a typed `Preset`.
 
 Adding a board is adding a file: `target` is exactly what `tvm.target.Target(...)` takes, `cross_triple`
-names the cross linker (null for the host), `rpc_key` is the key its RPC servers register under.
+names the cross linker (null for the host), `rpc_key` is the key its RPC servers register under. A user's
+own board needs no change here: `--target path/to/board.json` loads that file.
+
+The presets are package data: pyproject.toml installs the repository's targets/ folder as the package
+`compiler.presets`, read through importlib.resources, so a wheel or a non-editable install has them.
 """
+import importlib.resources
 import json
 import os
 from dataclasses import dataclass
@@ -11,7 +16,18 @@ from typing import Optional
 
 from .errors import UserError
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+def _presets_folder():
+    """The shipped presets (an importlib.resources Traversable). A source checkout run without installing
+    the project (or with an editable install made before the presets were package data) has no
+    `compiler.presets` package: there they are the targets/ folder beside compiler/."""
+    try:
+        return importlib.resources.files("compiler.presets")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "targets"
+
+
+TARGETS_DIR = _presets_folder()
 
 
 @dataclass(frozen=True)
@@ -63,26 +79,50 @@ def _resolve_host_values(target: dict) -> dict:
 
 
 def available() -> list:
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.json"))
+    if not TARGETS_DIR.is_dir():
+        raise UserError("the target presets are not installed (no package compiler.presets): reinstall the "
+                        "project (pip install .), or give a preset file: --target path/to/board.json")
+    return sorted(p.name[:-len(".json")] for p in TARGETS_DIR.iterdir() if p.name.endswith(".json"))
+
+
+def is_preset_file(name: str) -> bool:
+    """`--target` names a preset file of the user's own (a path) rather than a shipped preset."""
+    return name.endswith(".json") or "/" in name or os.sep in name
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def load(name: str) -> Preset:
     """A preset by name (targets/<name>.json) or by path to a preset file of your own (`--target
-    my/board.json`; its optional "name" field is the name its databases and artifacts go under)."""
-    path = Path(name) if name.endswith(".json") else TARGETS_DIR / f"{name}.json"
-    if not path.is_file():
-        if name.endswith(".json"):
-            raise UserError(f"target preset file {name} not found: give the path of a preset JSON file "
+    my/board.json`, any path ending in .json or holding a slash; its optional "name" field is the name its
+    databases and artifacts go under, else the file's stem)."""
+    if is_preset_file(name):
+        path, default_name = Path(name), Path(name).stem
+        if not path.is_file():
+            problem = "is a folder" if path.is_dir() else "not found"
+            raise UserError(f"target preset file {name} {problem}: give the path of a preset JSON file "
                             "(see targets/rpi4.json for the fields)")
-        raise UserError(f"unknown target '{name}': choose one of {', '.join(available())} "
-                        f"(or add targets/{name}.json, or give a preset file: --target path/to/board.json)")
+    else:
+        path, default_name = TARGETS_DIR / f"{name}.json", name
+        if not path.is_file():
+            raise UserError(f"unknown target '{name}': choose one of {', '.join(available())} "
+                            f"(or add targets/{name}.json, or give a preset file: --target path/to/board.json)")
     try:
-        data = json.loads(path.read_text())
-        name = data.get("name", path.stem)
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"target preset file {name} cannot be read ({_one_line(err)}): give a readable preset "
+                        "JSON file (see targets/rpi4.json for the fields)") from None
+    try:
+        data = json.loads(text)
+        name = data.get("name", default_name)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"its name must be a non-empty string, not {name!r}")
         return Preset(name=name, description=data["description"], target=_resolve_host_values(data["target"]),
                       cross_triple=data["cross_triple"], rpc_key=data["rpc_key"])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise UserError(f"target preset {path} is malformed ({err}): it needs description, target, "
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"target preset {path} is malformed ({_one_line(err)}): it needs description, target, "
                         "cross_triple and rpc_key") from None
 
 
