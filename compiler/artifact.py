@@ -14,8 +14,7 @@ from typing import List, Optional
 
 from . import atomic
 from .errors import UserError
-from .onnx_model import sha256_file
-from .runtime import SIDECAR_SCHEMA
+from .runtime import SIDECAR_SCHEMA, sha256_file
 
 
 @dataclass

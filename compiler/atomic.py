@@ -7,22 +7,36 @@ import tempfile
 from pathlib import Path
 
 
-def write_text(path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def staged_file(final):
+    """Yield a temporary file path beside `final` (the same folder, so the rename is atomic) for the caller
+    to write; on success it is fsynced, made readable (0644) and renamed over `final`, on failure removed.
+
+    A reader never sees half a file: `final` is the old file or the whole new one.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shipped files unreadable to other users
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shipped files unreadable to other users
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text(path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync, then rename over it."""
+    with staged_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path, data) -> None:

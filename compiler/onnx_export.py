@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import onnx
 import torch
 
 from compiler import zoo
+from compiler.atomic import staged_file
 from compiler.attendnext import build_attendnext
 from compiler.zoo.size import count_params_and_macs
 
@@ -29,24 +28,16 @@ def export_onnx(model: torch.nn.Module, path, input_shape=(1, 3, 224, 224), inpu
     file appears only once it is complete and has passed onnx.checker and the forbidden-op check.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with staged_file(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices are not news
-            torch.onnx.export(model, (torch.zeros(input_shape),), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(model, (torch.zeros(input_shape),), str(tmp), dynamo=False, opset_version=opset,
                               do_constant_folding=True, input_names=[input_name], output_names=[output_name])
-        onnx.checker.check_model(tmp)
-        forbidden = sorted(set(FORBIDDEN_OPS) & set(op_histogram(tmp)))
+        onnx.checker.check_model(str(tmp))
+        forbidden = sorted(set(FORBIDDEN_OPS) & set(op_histogram(str(tmp))))
         if forbidden:
             raise RuntimeError(f"exported graph contains {forbidden}: TVM's ONNX importer needs them gone")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -3,12 +3,12 @@
 The TVM importer fails deep inside with a traceback on an unknown operator or a dynamic dimension; here
 those become UserErrors that name every offender at once and say what to do.
 """
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .errors import UserError
+from .runtime import sha256_file  # the one sha256 helper (the runtime stays standalone: never the reverse)
 
 ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -34,14 +34,6 @@ class OnnxModel:
     @property
     def name(self) -> str:
         return self.path.stem
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_input_shapes(specs: Optional[List[str]]) -> Dict[str, Tuple[int, ...]]:

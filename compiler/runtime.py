@@ -27,7 +27,8 @@ class ModelError(Exception):
     """A library or an input that does not match its sidecar."""
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path) -> str:
+    """The file's sha256, hex (the compiler's one helper: it may import the runtime, never the reverse)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -53,7 +54,7 @@ class Model:
     def __init__(self, library_path, session=None):
         library_path = os.fspath(library_path)
         self.sidecar = read_sidecar(library_path)
-        actual = _sha256(library_path)
+        actual = sha256_file(library_path)
         if actual != self.sidecar["library_sha256"]:
             raise ModelError(f"{library_path} has sha256 {actual[:12]}..., its sidecar expects "
                              f"{self.sidecar['library_sha256'][:12]}...: the library was swapped or corrupted; "
