@@ -4,104 +4,19 @@
     python compile.py --target rpi4                    # AttendNeXt -> dist/attendnext-rpi4/
     python compile.py --model mobilenetv3_large --target host   # a registered model -> dist/mobilenetv3_large-host/
     python compile.py --target rpi4 --verify           # ... and check it on the (emulated) Pi
-    python compile.py --model net.onnx --target rpi5 --input-shape input=1,3,224,224
     python compile.py --list-targets
     python compile.py --list-models                    # registered models: parameters, MACs, paper
 
-This file only parses arguments; the work is `compiler.api.compile_model`.
+The main command of the project: `python -m compiler compile` under its own name (compiler/cli.py has
+the other commands; compiler/compile_command.py the arguments).
 """
-import argparse
 import sys
 
-
-def parse_args(argv):
-    from compiler.pipeline import DEFAULT_LAYOUT, LAYOUTS
-
-    parser = argparse.ArgumentParser(prog="compile.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
-    parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
-    parser.add_argument("--model", help="a registered model (see --list-models; exported to build/<name>.onnx) or an "
-                                        "ONNX file (default: attendnext)")
-    parser.add_argument("--list-models", action="store_true",
-                        help="print the registered models with parameters, MACs and paper, and exit")
-    parser.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
-                        help="static shape for a model input (repeatable); needed for dynamic dimensions")
-    parser.add_argument("--weights", help="AttendNeXt state dict (.pt); default: seeded initialisation")
-    parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
-    parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
-                        help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/dcac_patterns.py)")
-    parser.add_argument("--layout", choices=list(LAYOUTS),
-                        help="weights as imported (plain), or prepacked into the layout each tuned kernel chose; "
-                             f"each has its own database (default: the layout of this CPU's database, else "
-                             f"{DEFAULT_LAYOUT})")
-    parser.add_argument("--explain", action="store_true",
-                        help="print kernels and intermediate bytes per DC-AC block, stock against dcac fusion, and exit")
-    parser.add_argument("--linker", choices=["gnu", "zig"], help="cross linker (default: gnu when installed)")
-    parser.add_argument("--database", help="tuning database folder (default: tuning_logs/<target>/<cpu>/<model>; "
-                                           "'none': no tuning)")
-    parser.add_argument("--allow-emulated-logs", action="store_true",
-                        help="apply a database measured under emulation to a real board's build")
-    parser.add_argument("--allow-stale-database", action="store_true",
-                        help="apply a database tuned under another pipeline fingerprint (its records may match nothing)")
-    parser.add_argument("--allow-other-cpu", action="store_true",
-                        help="with --tune: add records to a database measured for another CPU")
-    parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
-    parser.add_argument("--trials", type=int, default=2000, help="total tuning budget (resumed runs count spent trials)")
-    parser.add_argument("--seed-database", metavar="DIR",
-                        help="with --tune: start from another database's best schedules (another board, CPU or "
-                             "model), each measured on this run's device before the search")
-    parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
-    parser.add_argument("--session-timeout", type=float, default=120.0,
-                        help="seconds one candidate may take on a device (upload, load, measure)")
-    parser.add_argument("--verify", action="store_true", help="run on the device and compare with ONNX Runtime")
-    parser.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of real devices (default: emulated Pi)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed by --verify")
-    parser.add_argument("--dump-ir", metavar="DIR", help="write the IR after each phase into DIR")
-    return parser.parse_args(argv)
+from compiler.cli import run_command
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from compiler import targets
-    from compiler.errors import DeviceError, UserError
-
-    try:
-        if args.list_targets:
-            print(targets.describe_all())
-            return 0
-        if args.list_models:
-            from compiler import zoo
-
-            print(zoo.describe_all())
-            return 0
-        if args.tolerance < 0:
-            raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
-        from compiler.api import CompileOptions, compile_model, explain
-        from compiler.onnx_model import parse_input_shapes
-        from compiler.tuning import TuneOptions
-
-        options = CompileOptions(
-            target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
-            out=args.out, weights=args.weights, fusion=args.fusion, layout=args.layout, linker=args.linker,
-            database=args.database, allow_emulated_logs=args.allow_emulated_logs,
-            allow_stale_database=args.allow_stale_database, verify=args.verify,
-            tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
-                             session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
-                             seed_database=args.seed_database)
-            if args.tune else None, tracker=args.tracker,
-            tolerance=args.tolerance, dump_ir=args.dump_ir)
-        if args.explain:
-            print(explain(options))
-            return 0
-        result = compile_model(options)
-    except (UserError, DeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept (tuning resumes when you run the same command again)",
-              file=sys.stderr)
-        return 130
-    return 1 if result.verified is False else 0
+    return run_command("compile", prog="compile.py", argv=argv)
 
 
 if __name__ == "__main__":

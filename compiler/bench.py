@@ -6,7 +6,6 @@ processes on a shared machine falls on all of them alike; every engine gets the 
 figures that matter are the ratios to ONNX Runtime. On the emulated Pi the command only proves it works:
 its output is labelled as emulated and is not a performance figure.
 """
-import argparse
 import json
 import math
 import os
@@ -52,13 +51,14 @@ def onnxruntime_timer(onnx_path, threads, image):
     return _wall_clock_timer(lambda: session.run(None, {name: image}))
 
 
-def torch_timer(threads, image):
+def torch_timer(threads, image, model_name="attendnext"):
+    """PyTorch eager on the registered model (compiler.zoo), seeded as its ONNX export is."""
     import torch
 
-    from .attendnext import build_attendnext
+    from . import zoo
 
     torch.set_num_threads(threads)
-    model = build_attendnext()
+    model = zoo.lookup(model_name).build(seed=0)
     tensor = torch.from_numpy(image)
 
     def run():
@@ -67,10 +67,15 @@ def torch_timer(threads, image):
     return _wall_clock_timer(run)
 
 
-def host_engines(threads, image) -> dict:
+def onnx_path(model_name: str) -> Path:
+    """Where compile_model exported a registered model (compiler/api.py prepare_onnx)."""
+    return ROOT / "build" / f"{model_name}.onnx"
+
+
+def host_engines(threads, image, model_name="attendnext") -> dict:
     """The comparison engines on the host: ONNX Runtime and PyTorch eager, same thread count."""
-    return {"ONNX Runtime": onnxruntime_timer(ROOT / "build" / "attendnext.onnx", threads, image),
-            "PyTorch eager": torch_timer(threads, image)}
+    return {"ONNX Runtime": onnxruntime_timer(onnx_path(model_name), threads, image),
+            "PyTorch eager": torch_timer(threads, image, model_name)}
 
 
 def tvm_timer(model):
@@ -130,8 +135,15 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compiler.bench", description=__doc__.split("\n\n")[0])
+EXAMPLES = [
+    "python -m compiler bench --target host --json bench/results/host-$(cpu).json   # AttendNeXt, this CPU's database",
+    "python -m compiler bench --target host --profile                             # ... and where the time goes",
+    "python -m compiler bench --target host --models all --json bench/results/models-host.json",
+    "python -m compiler bench --target rpi4 --models all --tracker 10.0.0.5:9190  # your boards",
+]
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("--target", default="host")
     parser.add_argument("--tracker", help="HOST:PORT of a tracker with a real board (aarch64 presets); "
                                           "without it an aarch64 preset runs on the emulated Pi (not a performance figure)")
@@ -144,23 +156,31 @@ def main(argv=None) -> int:
                              f"database, else {DEFAULT_LAYOUT})")
     parser.add_argument("--database", help="apply this tuning database folder on purpose (default: this CPU's)")
     parser.add_argument("--skip-untuned", action="store_true", help="leave out TVM with default schedules")
+    parser.add_argument("--models", help="compare registered models instead of AttendNeXt alone: 'all' (AttendNeXt "
+                                         "and its paper's four baselines) or a comma list (compiler/bench_models.py)")
     parser.add_argument("--profile", action="store_true",
                         help="also print where the time goes: TVM per kernel beside ONNX Runtime per operator "
                              "(host only; JSON key 'profile')")
-    args = parser.parse_args(argv)
-    try:
-        if args.runs < 1:
-            raise UserError(f"--runs {args.runs}: give at least 1 run per engine (50 or more for a median worth quoting)")
-        preset = targets.load(args.target)
-        if preset.is_host and args.tracker:
-            raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
-        if args.profile and not preset.is_host:
-            raise UserError("--profile instruments the library in this process: use it with --target host")
-        report = run_host(preset, args) if preset.is_host else run_device(preset, args)
-    except (UserError, DeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    publish(report, args.json)
+
+
+def run(args) -> int:
+    """Measure, print the table; with --json also write the results file (and Markdown, PNG) beside it."""
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs}: give at least 1 run per engine (50 or more for a median worth quoting)")
+    preset = targets.load(args.target)
+    if preset.is_host and args.tracker:
+        raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
+    if args.profile and not preset.is_host:
+        raise UserError("--profile instruments the library in this process: use it with --target host")
+    if args.models:
+        from . import bench_models
+
+        if args.profile or args.database or args.fusion != "stock":
+            raise UserError("--models builds each model with its own database and stock fusion: leave out "
+                            "--profile, --database and --fusion")
+        bench_models.publish(bench_models.run(preset, args), args.json)
+    else:
+        publish(run_host(preset, args) if preset.is_host else run_device(preset, args), args.json)
     return 0
 
 
@@ -202,7 +222,8 @@ def database_summary(build) -> dict:
     path = Path(coverage["database"])
     database = tuning_db.TuningDatabase(path)
     return {"path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path), "cpu": coverage["cpu"],
-            "trials": database.record_count(), "pipeline": coverage["pipeline"],
+            "trials": database.record_count(), "budget": (database.provenance.get("runs") or [{}])[-1].get("budget"),
+            "pipeline": coverage["pipeline"],
             "kernels_tuned": coverage["kernels_tuned"], "kernels_total": coverage["kernels_total"],
             "emulated": coverage.get("emulated", False)}
 
@@ -234,16 +255,16 @@ def _command(preset, args) -> str:
 
 def machine() -> dict:
     """The host as every results file records it: CPU model, LLVM cpu, vector features."""
-    from .device_info import host_description
+    from .device import host_description
 
     device = host_description()
     return {"cpu_model": device["cpu_model"], "llvm_cpu": device["llvm_cpu"],
             "cpu_features": device["cpu_features"], "cores": len(os.sched_getaffinity(0))}
 
 
-def bench_image():
-    """The seeded AttendNeXt input every host measurement uses."""
-    return np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+def bench_image(shape=(1, 3, 224, 224)):
+    """The seeded input every host measurement uses (AttendNeXt's shape unless told)."""
+    return np.random.default_rng(0).standard_normal(shape).astype("float32")
 
 
 def side_by_side(builds: dict, threads: int, runs: int, command: str) -> dict:
@@ -276,26 +297,25 @@ def run_host(preset, args) -> dict:
         from .profile import profile
 
         say("profiling the tuned build: TVM per kernel and ONNX Runtime per operator, 20 runs each")
-        report["profile"] = profile(first.library, ROOT / "build" / "attendnext.onnx", bench_image(), threads)
+        report["profile"] = profile(first.library, onnx_path("attendnext"), bench_image(), threads)
     return report
 
 
 def run_device(preset, args) -> dict:
     """On a board behind --tracker, or on the emulated Pi: TVM and ONNX Runtime both run on the device."""
     from .runtime import Model
-    from .tuning import device_provenance
-    from .verify import device_session
+    from .device import describe_device, open_session
 
     threads = preset.num_cores
     builds = _builds(preset, args)
     if args.tracker is None:
         say("no --tracker: measuring on the emulated Pi (qemu) to prove the command works; "
             "the timings are NOT a performance figure of any ARM board")
-    with device_session(preset, args.tracker) as session:
-        device = device_provenance(session)
+    with open_session(preset, args.tracker) as session:
+        device = describe_device(session)
         emulated = args.tracker is None or bool(device.get("emulated"))
         timers = {name: tvm_timer(Model(build.library, session=session)) for name, build in builds.items()}
-        timers["ONNX Runtime"] = device_onnxruntime_timer(session, ROOT / "build" / "attendnext.onnx", threads)
+        timers["ONNX Runtime"] = device_onnxruntime_timer(session, onnx_path("attendnext"), threads)
         rounds, per_round = interleaving(args.runs)
         say(f"measuring {len(timers)} engines on {device.get('cpu_model', 'the device')}, "
             f"{rounds} interleaved rounds of {per_round} runs")
@@ -311,4 +331,6 @@ def run_device(preset, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_command
+
+    sys.exit(run_command("bench", prog="python -m compiler.bench"))

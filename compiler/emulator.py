@@ -5,7 +5,6 @@ arm64 Debian, the aarch64 apache-tvm wheels go into a venv inside it, and qemu-u
 runs its Python. It is cached under ~/.cache and reused. It proves correctness and the farm's behaviour;
 its timings say nothing about a real board's speed.
 """
-import argparse
 import hashlib
 import os
 import shutil
@@ -206,14 +205,20 @@ def start_server(tracker: str, key: str, port: int = 9090, log_path=None) -> sub
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compiler.emulator",
-                                     description="Set up (once) and check the emulated aarch64 Raspberry Pi.")
-    parser.add_argument("command", choices=["setup", "check"], help="setup: build and cache; check: run uname")
-    args = parser.parse_args(argv)
+EXAMPLES = [
+    "python -m compiler emulator setup   # once: arm64 Debian + the aarch64 TVM runtime, cached in ~/.cache",
+    "python -m compiler emulator check   # prints: aarch64 <tvm version>",
+]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["setup", "check"], help="setup: build and cache; check: run uname")
+
+
+def run(args) -> int:
     started = time.time()
     root = ensure_rootfs()
-    if args.command == "check":
+    if args.action == "check":
         out = subprocess.run(device_command("-c", "import platform, tvm; print(platform.machine(), tvm.__version__)"),
                              capture_output=True, text=True, check=True).stdout.strip()
         print(out)
@@ -223,4 +228,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_command
+
+    sys.exit(run_command("emulator", prog="python -m compiler.emulator"))

@@ -3,7 +3,6 @@
 Real farms are a tracker that real boards register with (`--tracker host:port`); with no tracker the
 compiler starts this one. `python -m compiler.farm up|status|down` keeps one running across jobs.
 """
-import argparse
 import json
 import os
 import signal
@@ -185,52 +184,59 @@ def _state_path():
     return Path(os.environ.get("DCAC_FARM_STATE") or cache_dir() / STATE_FILE)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compiler.farm",
-                                     description="A local RPC tracker with emulated aarch64 servers, for several jobs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+EXAMPLES = [
+    "python -m compiler farm up --key rpi4 --servers 2   # a tracker on 127.0.0.1:9190 with two emulated Pis",
+    "python -m compiler farm status",
+    "python compile.py --target rpi4 --tune --tracker 127.0.0.1:9190",
+    "python -m compiler farm down",
+]
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="farm_command", required=True)
     up = sub.add_parser("up", help="start a tracker and emulated servers (stays up until `down`)")
     up.add_argument("--key", default="rpi4", help="RPC key the servers register under (a preset's rpc_key)")
     up.add_argument("--servers", type=int, default=2)
     up.add_argument("--port", type=int, default=9190)
     sub.add_parser("status", help="print the tracker's queue")
     sub.add_parser("down", help="stop what `up` started")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """up, status or down, with the farm's state in a file so that separate jobs share one farm."""
     from . import atomic
 
     state = json.loads(_state_path().read_text()) if _state_path().exists() else None
-    try:
-        if args.command == "up":
-            if state:
-                raise UserError(f"a farm is already up at {state['tracker']}: `python -m compiler.farm down` first")
-            farm = LocalFarm(key=args.key, servers=args.servers, port=args.port)
-            try:
-                farm.start()
-            except BaseException:
-                farm.stop()
-                raise
-            atomic.write_json(_state_path(), {"tracker": farm.tracker, "pids": [p.pid for p in farm.processes]})
-            print(f"tracker at {farm.tracker}; {args.servers} emulated '{args.key}' servers "
-                  f"(use --tracker {farm.tracker})")
-        elif args.command == "status":
-            if not state:
-                raise UserError("no farm is up: start one with `python -m compiler.farm up`")
-            host, port = parse_tracker(state["tracker"])
-            print(f"tracker {state['tracker']}")
-            print(format_summary(tracker_summary(host, port)))
-        else:
-            if not state:
-                print("no farm is up")
-                return 0
-            for pid in state["pids"]:
-                kill_group(pid)
-            _state_path().unlink()
-            print(f"stopped the farm at {state['tracker']}")
-    except (UserError, DeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    if args.farm_command == "up":
+        if state:
+            raise UserError(f"a farm is already up at {state['tracker']}: `python -m compiler.farm down` first")
+        farm = LocalFarm(key=args.key, servers=args.servers, port=args.port)
+        try:
+            farm.start()
+        except BaseException:
+            farm.stop()
+            raise
+        atomic.write_json(_state_path(), {"tracker": farm.tracker, "pids": [p.pid for p in farm.processes]})
+        print(f"tracker at {farm.tracker}; {args.servers} emulated '{args.key}' servers "
+              f"(use --tracker {farm.tracker})")
+    elif args.farm_command == "status":
+        if not state:
+            raise UserError("no farm is up: start one with `python -m compiler.farm up`")
+        host, port = parse_tracker(state["tracker"])
+        print(f"tracker {state['tracker']}")
+        print(format_summary(tracker_summary(host, port)))
+    else:
+        if not state:
+            print("no farm is up")
+            return 0
+        for pid in state["pids"]:
+            kill_group(pid)
+        _state_path().unlink()
+        print(f"stopped the farm at {state['tracker']}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_command
+
+    sys.exit(run_command("farm", prog="python -m compiler.farm"))

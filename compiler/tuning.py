@@ -13,7 +13,6 @@ the run stops with a clear error and a resumable database.
 """
 import collections
 import datetime
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from .device_info import host_description
+from .device import describe_device, open_device
 from .tuning_policy import BudgetPolicy, make_policy_callback
 from .errors import DeviceError, UserError
 
@@ -41,6 +40,10 @@ class TuneOptions:
     allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
     seed_database: Optional[str] = None  # start from another database's best schedules, measured here first
     seed_top_k: int = 2  # seed schedules replayed per matching workload
+    # Candidates the evolutionary search keeps per iteration (None: MetaSchedule's 512). Each iteration costs
+    # seconds of cost-model search whatever its batch, so a small budget (batches of 2) is mostly search
+    # time; a smaller population makes each iteration cheaper.
+    search_population: Optional[int] = None
     # None (default): MetaSchedule's scheduler alone. A policy terminates tasks from a measure callback, which
     # TVM 0.27's scheduler does not survive: it later terminates the same task itself and fails a check.
     budget_policy: Optional[BudgetPolicy] = None
@@ -97,14 +100,6 @@ def trials_per_iter(budget: int, tasks: int) -> int:
     """Small batches when the budget is small: MetaSchedule's gradient scheduler gives every task one
     batch first, so 64-trial batches on 60 tasks would spend 3,840 trials before it starts choosing."""
     return max(2, min(64, budget // max(1, 2 * tasks)))
-
-
-def device_provenance(session) -> dict:
-    """What the measuring device says about itself (compiler/device_server.py), or that it cannot say."""
-    try:
-        return json.loads(session.get_function("dcac.device_info")())
-    except Exception:  # plain tvm rpc_server: no such function
-        return {"cpu_model": "unknown (plain TVM rpc_server)", "emulated": None}
 
 
 class StopRequested(Exception):
@@ -176,12 +171,14 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
 
     import schedules  # noqa: F401  (registers the project's schedule rules before tasks are extracted)
 
-    from . import farm as farm_mod
     from .linker import find_linker
     from .tune_builder import PersistentBuilder, SharedLibraryExport
 
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
+    if options.search_population is not None and options.search_population < 64:
+        raise UserError(f"--search-population {options.search_population}: give at least 64 (the search keeps 50 "
+                        "unmeasured candidates besides the measured ones), e.g. --search-population 64")
     from .tuning_db import check_resume
 
     check_resume(database, preset, fingerprint, options.allow_other_cpu)
@@ -204,34 +201,25 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    farm = None
-    try:
-        if options.tracker is None and preset.is_host:
+    if options.tracker is None and not preset.is_host:
+        print(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
+              "not a real board's", file=sys.stderr)
+    with open_device(preset, options.tracker, options.servers) as reached:
+        if reached.tracker is None:
             from .measure_inputs import alloc_local
 
             runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
-            device, check = host_description(), None
+            device, check = describe_device(None), None
         else:
-            if options.tracker is None:
-                print(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
-                      "not a real board's", file=sys.stderr)
-                farm = farm_mod.LocalFarm(key=preset.rpc_key, servers=options.servers).start()
-                tracker = farm.tracker
-            else:
-                tracker = options.tracker
-            host, port = farm_mod.parse_tracker(tracker)
-            servers = farm_mod.servers_for_key(farm_mod.tracker_summary(host, port), preset.rpc_key)
-            if servers == 0:
-                raise DeviceError(f"no '{preset.rpc_key}' servers are registered with tracker {tracker}: start "
-                                  f"device_server.py --tracker {tracker} --key {preset.rpc_key} on your boards")
-            device = device_provenance(farm_mod.request_session(host, port, preset.rpc_key, options.session_timeout))
-            if farm is not None:
+            host, port = reached.address
+            device = describe_device(reached.session(options.session_timeout))
+            if reached.emulated:
                 device["emulated"] = True
 
             def check() -> bool:
-                return farm_mod.servers_for_key(farm_mod.tracker_summary(host, port), preset.rpc_key) > 0
-            runner = _rpc_runner(host, port, preset.rpc_key, servers, options)
-        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options.trials))
+                return reached.servers() > 0
+            runner = _rpc_runner(host, port, preset.rpc_key, reached.servers(), options)
+        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options))
         link = find_linker(preset.cross_triple)
         workers = max(1, min(2, os.cpu_count() or 1))
         if options.builder == "stock":
@@ -239,8 +227,10 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             builder.close = lambda: None
         else:
             builder = PersistentBuilder(link, max_workers=workers)
+        strategy = (ms.search_strategy.EvolutionarySearch(population_size=options.search_population)
+                    if options.search_population else "evolutionary")
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, work_dir=str(database.path / "logs"))
+            tasks, work_dir=str(database.path / "logs"), strategy=strategy)
         cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
                                                     tree_method="auto")
         if seed is not None:
@@ -291,9 +281,6 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             builder.close()
         summary.failures = dict(progress.failures)
         summary.estimated_ms = progress.estimate_ms
-    finally:
-        if farm is not None:
-            farm.stop()
     return _finish(summary, database, started)
 
 
@@ -340,7 +327,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _provenance(database, preset, device, model_sha256, fingerprint, budget) -> dict:
+def _provenance(database, preset, device, model_sha256, fingerprint, options: TuneOptions) -> dict:
     """The database's identity (target, CPU, pipeline, first device) and one entry per tuning run."""
     import tvm
 
@@ -350,7 +337,9 @@ def _provenance(database, preset, device, model_sha256, fingerprint, budget) -> 
     runs = list(previous.get("runs", []))
     if runs and "ended" not in runs[-1]:  # that run was killed: its finished records are in the database
         runs[-1].update(ended="interrupted", trials_after=database.record_count())
-    runs.append({"device": device, "started": _now(), "trials_before": database.record_count(), "budget": budget})
+    budget = options.trials
+    runs.append({"device": device, "started": _now(), "trials_before": database.record_count(), "budget": budget,
+                 "search_population": options.search_population or 512})
     return {
         "target_name": preset.name, "target": preset.target, "cpu": cpu_of(preset), "rpc_key": preset.rpc_key,
         "device": previous.get("device", device), "tvm_version": tvm.__version__, "model_sha256": model_sha256,

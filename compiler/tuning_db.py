@@ -184,7 +184,7 @@ def foreign_databases(preset, model, fusion: str, layout: str) -> list:
 
 
 def _host_features() -> list:
-    from .device_info import host_description
+    from .device import host_description
 
     return host_description()["cpu_features"]
 

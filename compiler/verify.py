@@ -3,7 +3,6 @@
 The device is the host itself, a board behind an RPC tracker, or (no tracker given) the project's
 emulated Raspberry Pi, started for the occasion.
 """
-import contextlib
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -47,29 +46,13 @@ def compare(names, device_outputs, reference_outputs) -> List[Comparison]:
     return results
 
 
-@contextlib.contextmanager
-def device_session(preset, tracker: Optional[str], timeout: float = 600.0):
-    """Yield an RPC session to a `preset.rpc_key` device, or None to run on the host itself."""
-    from .farm import LocalFarm, parse_tracker, request_session
-
-    if preset.is_host and tracker is None:
-        yield None
-        return
-    if tracker is not None:
-        host, port = parse_tracker(tracker)
-        yield request_session(host, port, preset.rpc_key, timeout)
-        return
-    with LocalFarm(key=preset.rpc_key, servers=1) as farm:
-        host, port = parse_tracker(farm.tracker)
-        yield request_session(host, port, preset.rpc_key, timeout)
-
-
 def verify(library_path, onnx_model, preset, tracker: Optional[str] = None, seed: int = 0):
     """Run the library on its device and ONNX Runtime on the host with the same seeded input."""
+    from .device import open_session
     from .runtime import Model
 
     arrays = seeded_inputs(onnx_model.inputs, seed)
     reference = onnxruntime_outputs(onnx_model.path, onnx_model.inputs, arrays)
-    with device_session(preset, tracker) as session:
+    with open_session(preset, tracker) as session:
         outputs = Model(library_path, session=session).run(*arrays)
     return compare(onnx_model.output_names, outputs, reference)

@@ -26,31 +26,26 @@ LAYERS = {
     "errors": ERRORS,
     "atomic": ATOMIC,
     "runtime": RUNTIME,
-    "device_info": DEVICE,  # this host's description (compiler/device.py takes its place in work under way)
-    "device": DEVICE,  # the one way to reach a device: host, tracker or emulated farm
+    # the one way to reach a device (host, tracker, emulated farm) and to describe it; the board's server
+    **dict.fromkeys(["device", "device_server", "farm", "emulator", "cache"], DEVICE),
     **dict.fromkeys([
         "onnx_model", "onnx_export", "shape_binding", "attendnext", "fusion", "dcac_patterns", "pipeline",
-        "fast_math", "linker", "targets", "artifact", "cache", "database_files", "tuning_db", "tuning_seed",
-        "tuning_policy", "tuning_report", "measure_inputs", "tune_builder", "farm", "emulator", "verify",
-        "tuning", "profile",
+        "fast_math", "linker", "targets", "artifact", "database_files", "tuning_db", "tuning_seed",
+        "tuning_policy", "tuning_report", "measure_inputs", "tune_builder", "verify", "tuning", "profile",
+        "explain",
         "zoo", "zoo.fbnet", "zoo.layers", "zoo.mobilenetv3", "zoo.mobileone", "zoo.mobilevit", "zoo.size",
         "zoo.untrained",
     ], BLOCKS),
     "api": API,
-    **dict.fromkeys(["bench", "bench_models", "bench_variants", "explain", "device_server", "compile",
-                     "cli", "compile_command", "__main__"], FACES),  # cli: `python -m compiler <command>`
+    **dict.fromkeys(["bench", "bench_models", "bench_variants", "compile", "cli", "compile_command", "__main__"],
+                    FACES),  # cli: `python -m compiler <command>`; compile.py its `compile` command
 }
 
-# (importer, imported): arrows that go up a layer today, each with why it is tolerated. Not for the runtime.
-KNOWN_EXCEPTIONS = {
-    ("api", "explain"): "api.explain() is `compile.py --explain`'s entry and wraps explain.py's report; explain "
-                        "imports only pipeline, so it could as well sit with the building blocks",
-    ("device", "device_server"): "the host describes itself with device_server.describe_machine, the stdlib-only "
-                                 "parser a board runs; device_server imports nothing of the compiler (it runs "
-                                 "alone on a board), so the arrow closes no cycle",
-    ("device", "farm"): "open_device starts the emulated farm or asks a tracker through farm's functions "
-                        "(imported inside the functions that need them)",
-}
+# (importer, imported): arrows that go up a layer, each with why it is tolerated. None for the standalone ones.
+KNOWN_EXCEPTIONS = {}
+
+# Copied alone onto a board: they import nothing of the compiler, not even as a program.
+STANDALONE = ("runtime", "device_server")
 
 BUILDER = re.compile(r"(compiler(?:\.\w+)+):\w+")
 
@@ -128,9 +123,11 @@ def test_every_module_has_a_layer():
     assert sorted(set(MODULES) - set(LAYERS)) == []
 
 
-def test_the_runtime_imports_nothing_of_the_compiler():
-    """compiler/runtime.py is copied alone onto a board: not even errors or atomic, not even when run as a program."""
-    assert imports_of("runtime", program=True) == {}
+@pytest.mark.parametrize("module", STANDALONE)
+def test_the_board_side_imports_nothing_of_the_compiler(module):
+    """runtime.py and device_server.py are copied alone onto a board: not even errors or atomic, not even
+    when run as a program."""
+    assert imports_of(module, program=True) == {}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -149,7 +146,7 @@ def test_imports_go_down_the_layers(module):
 def test_known_exceptions_name_placed_modules_and_spare_the_runtime():
     for importer, imported in KNOWN_EXCEPTIONS:
         assert importer in LAYERS and imported in LAYERS and LAYERS[imported] > LAYERS[importer]
-        assert importer != "runtime"
+        assert importer not in STANDALONE
 
 
 def test_the_parser_sees_every_form_of_import(tmp_path, monkeypatch):
