@@ -184,10 +184,10 @@ def run(args) -> int:
     return 0
 
 
-def publish(report: dict, json_path=None) -> None:
-    """Print the report as Markdown (with its profile, if any); with `json_path`, also write the JSON there
-    and the Markdown beside it (atomically): how every benchmark script leaves its results file."""
-    markdown = render_markdown(report)
+def publish(report: dict, json_path=None, render=render_markdown) -> None:
+    """Print the report as Markdown (`render`, with its profile, if any); with `json_path`, also write the
+    JSON there and the Markdown beside it (atomically): how every benchmark script leaves its results file."""
+    markdown = render(report)
     if report.get("profile"):
         from .profile import render
 
@@ -301,6 +301,24 @@ def run_host(preset, args) -> dict:
     return report
 
 
+NO_TORCH_ON_DEVICE = "PyTorch eager is measured on the host benchmark only (it is not installed on the device)."
+
+
+def announce_emulation(tracker) -> None:
+    """Without --tracker an aarch64 preset runs on the emulated Pi: say, before measuring, what that proves."""
+    if tracker is None:
+        say("no --tracker: measuring on the emulated Pi (qemu) to prove the command works; "
+            "the timings are NOT a performance figure of any ARM board")
+
+
+def device_label(device: dict, tracker) -> tuple:
+    """(emulated, name) of a measuring board as every device report shows it; qemu-user shows the host's
+    /proc/cpuinfo, so an emulated board is named after the host it runs on."""
+    emulated = tracker is None or bool(device.get("emulated"))
+    name = device.get("cpu_model", "unknown")
+    return emulated, f"emulated aarch64 (qemu-user on {name})" if emulated else name
+
+
 def run_device(preset, args) -> dict:
     """On a board behind --tracker, or on the emulated Pi: TVM and ONNX Runtime both run on the device."""
     from .runtime import Model
@@ -308,23 +326,17 @@ def run_device(preset, args) -> dict:
 
     threads = preset.num_cores
     builds = _builds(preset, args)
-    if args.tracker is None:
-        say("no --tracker: measuring on the emulated Pi (qemu) to prove the command works; "
-            "the timings are NOT a performance figure of any ARM board")
+    announce_emulation(args.tracker)
     with open_session(preset, args.tracker) as session:
         device = describe_device(session)
-        emulated = args.tracker is None or bool(device.get("emulated"))
         timers = {name: tvm_timer(Model(build.library, session=session)) for name, build in builds.items()}
         timers["ONNX Runtime"] = device_onnxruntime_timer(session, onnx_path("attendnext"), threads)
         rounds, per_round = interleaving(args.runs)
         say(f"measuring {len(timers)} engines on {device.get('cpu_model', 'the device')}, "
             f"{rounds} interleaved rounds of {per_round} runs")
         times = measure(timers, rounds, per_round, warmup=1)
-    notes = [_coverage_note(next(iter(builds.values())), tuning_db.cpu_of(preset)),
-             "PyTorch eager is measured on the host benchmark only (it is not installed on the device)."]
-    name = device.get("cpu_model", "unknown")
-    if emulated:  # qemu-user shows the host's /proc/cpuinfo
-        name = f"emulated aarch64 (qemu-user on {name})"
+    notes = [_coverage_note(next(iter(builds.values())), tuning_db.cpu_of(preset)), NO_TORCH_ON_DEVICE]
+    emulated, name = device_label(device, args.tracker)
     return {"model": "attendnext", "target": preset.name, "device": name,
             "threads": threads, "runs_per_engine": rounds * per_round, "emulated": emulated,
             "command": _command(preset, args), "engines": table(times), "notes": notes}

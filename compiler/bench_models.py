@@ -39,21 +39,17 @@ def build_models(preset, names, layout=None) -> dict:
     return builds
 
 
-def _key(name: str, engine: str) -> str:
-    return f"{name} | {engine}"
-
-
 def timers_host(builds: dict, threads: int) -> dict:
-    """"<model> | <engine>" -> timer, for TVM, ONNX Runtime and PyTorch eager of every model."""
+    """(model, engine) -> timer, for TVM, ONNX Runtime and PyTorch eager of every model."""
     from .bench import bench_image, host_engines, tvm_timer
     from .runtime import Model
 
     timers = {}
     for name, build in builds.items():
         image = bench_image(zoo.lookup(name).input_shape)
-        timers[_key(name, "TVM")] = tvm_timer(Model(build.library))
+        timers[name, "TVM"] = tvm_timer(Model(build.library))
         for engine, timer in host_engines(threads, image, name).items():
-            timers[_key(name, engine)] = timer
+            timers[name, engine] = timer
     return timers
 
 
@@ -64,8 +60,8 @@ def timers_device(builds: dict, session, threads: int) -> dict:
 
     timers = {}
     for name, build in builds.items():
-        timers[_key(name, "TVM")] = tvm_timer(Model(build.library, session=session))
-        timers[_key(name, "ONNX Runtime")] = device_onnxruntime_timer(session, onnx_path(name), threads)
+        timers[name, "TVM"] = tvm_timer(Model(build.library, session=session))
+        timers[name, "ONNX Runtime"] = device_onnxruntime_timer(session, onnx_path(name), threads)
     return timers
 
 
@@ -78,8 +74,7 @@ def model_rows(builds: dict, times: dict) -> dict:
     for name, build in builds.items():
         entry = zoo.lookup(name)
         params, macs = count_params_and_macs(entry.build(seed=None), entry.input_shape)
-        engines = {engine: samples for key, samples in times.items()
-                   for model, engine in [key.split(" | ", 1)] if model == name}
+        engines = {engine: samples for (model, engine), samples in times.items() if model == name}
         database = database_summary(build)
         rows[name] = {"params": params, "macs": macs, "input_shape": list(entry.input_shape),
                       "engines": table(engines), "kernels_tuned": database["kernels_tuned"],
@@ -151,20 +146,17 @@ def plot(report: dict, path) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    with atomic.staged_file(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)
-    tmp.replace(path)
 
 
 def publish(report: dict, json_path=None) -> None:
-    """Print the table; with `json_path`, write the JSON there and the Markdown and PNG beside it."""
-    markdown = render_markdown(report)
-    print(markdown)
+    """bench.publish with this table; with `json_path`, the PNG beside the JSON and Markdown too."""
+    from .bench import publish as publish_report
+
+    publish_report(report, json_path, render=render_markdown)
     if json_path:
-        atomic.write_json(json_path, report)
-        atomic.write_text(Path(json_path).with_suffix(".md"), markdown)
         plot(report, Path(json_path).with_suffix(".png"))
 
 
@@ -190,21 +182,18 @@ def run(preset, args) -> dict:
                   "emulated": False}
         notes = []
     else:
+        from .bench import NO_TORCH_ON_DEVICE, announce_emulation, device_label
         from .device import describe_device, open_session
 
-        if args.tracker is None:
-            say("no --tracker: measuring on the emulated Pi (qemu) to prove the command works; "
-                "the timings are NOT a performance figure of any ARM board")
+        announce_emulation(args.tracker)
         with open_session(preset, args.tracker) as session:
             device = describe_device(session)
             timers = timers_device(builds, session, threads)
             say(f"measuring {len(timers)} engines of {len(names)} models on {device.get('cpu_model', 'the device')}")
             times = measure(timers, rounds, per_round, warmup=1)
-        emulated = args.tracker is None or bool(device.get("emulated"))
-        name = device.get("cpu_model", "unknown")
-        report = {"target": preset.name, "emulated": emulated, "machine": device,
-                  "device": f"emulated aarch64 (qemu-user on {name})" if emulated else name}
-        notes = ["PyTorch eager is measured on the host benchmark only (it is not installed on the device)."]
+        emulated, name = device_label(device, args.tracker)
+        report = {"target": preset.name, "emulated": emulated, "machine": device, "device": name}
+        notes = [NO_TORCH_ON_DEVICE]
     models = model_rows(builds, times)
     untuned = [name for name, row in models.items() if not row["database"]["path"]]
     budgets = {name: row["database"]["budget"] for name, row in models.items() if row["database"]["path"]}

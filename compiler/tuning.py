@@ -182,7 +182,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     from .tuning_db import check_resume
 
     check_resume(database, preset, fingerprint, options.allow_other_cpu)
-    from .tuning_seed import open_seed, replay
+    from .tuning_seed import best_records, open_seed, replay
 
     seed = open_seed(options.seed_database) if options.seed_database else None
     started = time.time()
@@ -234,10 +234,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
                                                     tree_method="auto")
         if seed is not None:
-            unseeded = [c for c in contexts if not _has_records(db, c.mod)]  # a resumed run is not reseeded
+            unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
             summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,
-                                  options.seed_top_k)
-            summary.seed.tasks = len(contexts)
+                                  options.seed_top_k, total_tasks=len(contexts))
             _record_seed(database, summary.seed)
             spent = database.record_count()
             remaining = options.trials - spent
@@ -282,10 +281,6 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         summary.failures = dict(progress.failures)
         summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
-
-
-def _has_records(db, mod) -> bool:
-    return db.has_workload(mod) and bool(db.get_top_k(db.commit_workload(mod), 1))
 
 
 def _record_seed(database, seed) -> None:

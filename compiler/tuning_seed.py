@@ -56,16 +56,21 @@ def open_seed(path: str):
     return memory
 
 
+def best_records(database, mod, top_k: int) -> list:
+    """The database's best `top_k` records for the workload `mod`; [] when it has none (one lookup for the
+    seed's schedules and for whether a resumed run's task is already measured)."""
+    if not database.has_workload(mod):
+        return []
+    return list(database.get_top_k(database.commit_workload(mod), top_k))
+
+
 def seed_candidates(seed, context, top_k: int):
     """The seed's best `top_k` schedules for this task's workload, replayed on its module; [] if none match."""
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    if not seed.has_workload(context.mod):
-        return [], 0
-    workload = seed.commit_workload(context.mod)
     candidates, failed = [], 0
-    for record in seed.get_top_k(workload, top_k):
+    for record in best_records(seed, context.mod, top_k):
         schedule = Schedule(context.mod)
         try:
             record.trace.apply_to_schedule(schedule, remove_postproc=False)
@@ -91,12 +96,14 @@ def measure(candidates, target, builder, runner):
     return results
 
 
-def replay(seed, source: str, contexts, target, builder, runner, database, cost_model, top_k: int) -> SeedSummary:
-    """Measure the seed's schedules for every task on this device; commit what ran, train the cost model."""
+def replay(seed, source: str, contexts, target, builder, runner, database, cost_model, top_k: int,
+           total_tasks: int) -> SeedSummary:
+    """Measure the seed's schedules for every task of `contexts` (the model's `total_tasks` tasks but those a
+    resumed run already measured) on this device; commit what ran, train the cost model."""
     from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
 
-    summary = SeedSummary(source=source, tasks=len(contexts), tasks_seeded=0, measured=0, failed=0)
+    summary = SeedSummary(source=source, tasks=total_tasks, tasks_seeded=0, measured=0, failed=0)
     for context in tqdm(contexts, desc="seeding", unit="task", dynamic_ncols=True, file=sys.stderr):
         candidates, failed = seed_candidates(seed, context, top_k)
         summary.failed += failed
