@@ -89,6 +89,66 @@ def explain(options: CompileOptions) -> str:
     return explain_module.explain(pipeline.import_onnx(model), preset.tvm_target())
 
 
+@dataclass
+class BuildPlan:
+    """Everything a build needs once the graph passes ran: the final build and every tuning checkpoint
+    (compiler/tuning_checkpoint.py) apply a database to the same tunable module through this one path."""
+
+    mod: object  # the tunable module (phase 1)
+    preset: object
+    model: object
+    options: CompileOptions
+    fingerprint: dict
+    kernels: list
+    outputs: list
+    link: object
+    started: float
+
+    def build(self, database, records, out_dir: Path, quiet: bool = False) -> Path:
+        """Apply `records` (MetaSchedule database of the TuningDatabase `database`; both None: untuned),
+        finish, build and write the artifact into `out_dir`; returns the library path."""
+        import tvm
+
+        options, preset, target = self.options, self.preset, self.preset.tvm_target()
+        note = (lambda message: None) if quiet else say
+        dump = None if quiet else options.dump_ir  # a checkpoint does not overwrite the final build's IR dumps
+        mod, tuned = self.mod, []
+        if records is not None:
+            mod = pipeline.apply_database(mod, target, records, dump)
+            tuned = pipeline.scheduled_kernel_names(mod)
+            if options.database and self.kernels and not tuned and not quiet:
+                made_for = database.provenance.get("model_sha256", "unknown")[:12]
+                if made_for == self.model.sha256[:12]:
+                    raise UserError(f"--database {options.database} holds no successful measurement of {self.model.name} "
+                                    "(every candidate failed: see the failures tuning printed); tune it again with a "
+                                    "larger --session-timeout, or pass --database none to build untuned")
+                raise UserError(f"--database {options.database} has no record for any of the {len(self.kernels)} "
+                                f"kernels of {self.model.name} (ONNX sha256 {self.model.sha256[:12]}): it was tuned "
+                                f"for another model ({made_for}); give this model's database, or tune one with --tune")
+            note(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
+                 f"{len(tuned)} of {len(self.kernels)} kernels tuned")
+        else:
+            note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}: default "
+                 "schedules (slow; see --tune)")
+        mod = pipeline.finish_layout(mod, target, options.layout, dump)
+        note(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
+        executable = pipeline.build(mod, target, dump, options.vector_exp)
+        note(f"[4/4] linking with {self.link.name} into {out_dir}")
+        fields = dict(
+            model=self.model.name, onnx_sha256=self.model.sha256,
+            inputs=[spec.as_dict() for spec in self.model.inputs],
+            outputs=self.outputs,
+            target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
+            layout=options.layout,
+            tuning=artifact.TuningInfo(database=str(database.path) if database else None,
+                                       cpu=database.cpu if database else None, pipeline=self.fingerprint["hash"],
+                                       emulated=bool(database and database.emulated),
+                                       kernels_total=len(self.kernels), kernels_tuned=len(tuned)),
+            build_seconds=round(time.time() - self.started, 2),
+        )
+        return artifact.write(out_dir, executable, self.link, fields)
+
+
 def compile_model(options: CompileOptions) -> CompileResult:
     import tvm
 
@@ -115,48 +175,21 @@ def compile_model(options: CompileOptions) -> CompileResult:
     kernels = pipeline.kernel_names(mod)
     outputs = pipeline.output_specs(mod, model.output_names, model.inputs)  # an unknown size fails here, early
     fingerprint = pipeline.fingerprint(options.fusion, options.layout)
+    plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started)
     if options.tune is not None:
         tune_database = tuning_db.for_build(preset, model, options.fusion, options.database, options.layout)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
-        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint)
+        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
+                              build_checkpoint=lambda records, out: plan.build(tune_database, records, out,
+                                                                               quiet=True))
         from . import tuning_report
 
         tuning_report.write(tune_database, mod, target)
         say(tuning.describe(summary))
     database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs,
                                 options.layout, options.allow_stale_database, fingerprint)
-    tuned = []
-    if database is not None:
-        mod = pipeline.apply_database(mod, target, database.load(), options.dump_ir)
-        tuned = pipeline.scheduled_kernel_names(mod)
-        if options.database and kernels and not tuned:
-            made_for = database.provenance.get("model_sha256", "unknown")[:12]
-            raise UserError(f"--database {options.database} has no record for any of the {len(kernels)} kernels of "
-                            f"{model.name} (ONNX sha256 {model.sha256[:12]}): it was tuned for another model "
-                            f"({made_for}); give this model's database, or tune one with --tune")
-        say(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
-            f"{len(tuned)} of {len(kernels)} kernels tuned")
-    else:
-        say(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{model.name}: default "
-            "schedules (slow; see --tune)")
-    mod = pipeline.finish_layout(mod, target, options.layout, options.dump_ir)
-    say(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
-    executable = pipeline.build(mod, target, options.dump_ir, options.vector_exp)
-    say(f"[4/4] linking with {link.name} into {out_dir}")
-    fields = dict(
-        model=model.name, onnx_sha256=model.sha256,
-        inputs=[spec.as_dict() for spec in model.inputs],
-        outputs=outputs,
-        target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
-        layout=options.layout,
-        tuning=artifact.TuningInfo(database=str(database.path) if database else None,
-                                   cpu=database.cpu if database else None, pipeline=fingerprint["hash"],
-                                   emulated=bool(database and database.emulated),
-                                   kernels_total=len(kernels), kernels_tuned=len(tuned)),
-        build_seconds=round(time.time() - started, 2),
-    )
-    library = artifact.write(out_dir, executable, link, fields)
+    library = plan.build(database, database.load() if database is not None else None, out_dir)
     from .runtime import read_sidecar
 
     result = CompileResult(library=library, sidecar=read_sidecar(str(library)))

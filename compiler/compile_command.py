@@ -52,8 +52,14 @@ def add_arguments(parser) -> None:
                         help="with --tune: start from another database's best schedules (another board, CPU or "
                              "model), each measured on this run's device before the search")
     parser.add_argument("--search-population", type=int, metavar="N",
-                        help="with --tune: candidates the evolutionary search keeps per iteration (default 512, "
-                             "MetaSchedule's); smaller is cheaper per iteration, for small budgets")
+                        help="with --tune: candidates the evolutionary search keeps per iteration (default: 8 per "
+                             "trial of a batch, 64 to 512; MetaSchedule's own is 512); smaller is cheaper per iteration")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="with --tune: every N trials build the model with the records so far and time it on the "
+                             "tuning device (checkpoints.json beside the database; the report plots it)")
+    parser.add_argument("--budget-policy", choices=["on", "off"], default="on",
+                        help="with --tune: stop tasks whose best has flattened and kernels with no schedule space "
+                             "(on, default), or leave every choice to MetaSchedule's gradient scheduler (off)")
     parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
     parser.add_argument("--session-timeout", type=float, default=120.0,
                         help="seconds one candidate may take on a device (upload, load, measure)")
@@ -80,6 +86,7 @@ def run(args) -> int:
     from .api import CompileOptions, compile_model, explain
     from .onnx_model import parse_input_shapes
     from .tuning import TuneOptions
+    from .tuning_policy import BudgetPolicy
 
     options = CompileOptions(
         target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
@@ -88,7 +95,9 @@ def run(args) -> int:
         allow_stale_database=args.allow_stale_database, verify=args.verify,
         tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
                          session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
-                         seed_database=args.seed_database, search_population=args.search_population)
+                         seed_database=args.seed_database, search_population=args.search_population,
+                         checkpoint_every=args.checkpoint_every,
+                         budget_policy=BudgetPolicy() if args.budget_policy == "on" else None)
         if args.tune else None, tracker=args.tracker,
         tolerance=args.tolerance, dump_ir=args.dump_ir)
     if args.explain:

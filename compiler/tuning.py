@@ -12,7 +12,9 @@ measurement, so a dead or frozen server costs only its in-flight candidates; whe
 the run stops with a clear error and a resumable database.
 """
 import collections
+import dataclasses
 import datetime
+import hashlib
 import logging
 import os
 import signal
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .device import describe_device, open_device
-from .tuning_policy import BudgetPolicy, make_policy_callback
+from .tuning_policy import BudgetPolicy, PolicyState, make_policy_callback, tune_contexts
 from .errors import DeviceError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +42,14 @@ class TuneOptions:
     allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
     seed_database: Optional[str] = None  # start from another database's best schedules, measured here first
     seed_top_k: int = 2  # seed schedules replayed per matching workload
-    # Candidates the evolutionary search keeps per iteration (None: MetaSchedule's 512). Each iteration costs
-    # seconds of cost-model search whatever its batch, so a small budget (batches of 2) is mostly search
-    # time; a smaller population makes each iteration cheaper.
+    # Candidates the evolutionary search keeps per iteration (None: from the batch size, default_population).
     search_population: Optional[int] = None
-    # None (default): MetaSchedule's scheduler alone. A policy terminates tasks from a measure callback, which
-    # TVM 0.27's scheduler does not survive: it later terminates the same task itself and fails a check.
-    budget_policy: Optional[BudgetPolicy] = None
+    # Stops flat and schedule-less tasks on top of MetaSchedule's gradient scheduler (compiler/tuning_policy.py);
+    # None: MetaSchedule's scheduler alone, with its own task contexts.
+    budget_policy: Optional[BudgetPolicy] = field(default_factory=BudgetPolicy)
+    checkpoint_every: Optional[int] = None  # build and time the whole model every N trials (tuning_checkpoint.py)
+    checkpoint_runs: int = 20  # timed runs per checkpoint
+    checkpoint_libraries: Optional[str] = None  # where checkpoint libraries go (default build/checkpoints/...)
 
 
 @dataclass
@@ -102,11 +105,19 @@ def trials_per_iter(budget: int, tasks: int) -> int:
     return max(2, min(64, budget // max(1, 2 * tasks)))
 
 
+def default_population(per_iter: int) -> int:
+    """Candidates the evolutionary search evolves per iteration: MetaSchedule's 512 for its 64-trial batches,
+    fewer for small batches. Each iteration costs seconds of cost-model search whatever its batch (about 60 s
+    at 512 against 7 s at 64 on 2 cores, measured in session 5), so with batches of 2 or 3 a population of
+    512 made tuning mostly search time."""
+    return max(64, min(512, 8 * per_iter))
+
+
 class StopRequested(Exception):
     """Raised from the measure callback after Ctrl-C: the batch just measured is already in the database."""
 
 
-def _make_progress_callback(total: int, done: int, check_servers, stop_requested: list):
+def _make_progress_callback(total: int, done: int, check_servers, stop_requested: list, checkpointer=None):
     from tqdm import tqdm
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -136,6 +147,8 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
             self.bar.update(len(runner_results))
             self.bar.set_postfix_str(f"est {self.estimate_ms:.2f} ms ({len(self.best)}/{len(tasks)} tasks) "
                                      f"failed {sum(self.failures.values())}")
+            if checkpointer is not None:
+                checkpointer.maybe(self.bar.n, self.estimate_ms, say=self.bar.write)
             if self.failures and check_servers is not None and not check_servers():
                 self.no_servers_left = True  # TVM's FFI loses the exception's type on the way out
                 raise NoServersLeft()
@@ -164,9 +177,11 @@ def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptio
     return runner
 
 
-def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict) -> TuneSummary:
+def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict,
+         build_checkpoint=None) -> TuneSummary:
     """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase), built
-    by the pipeline `fingerprint` names (compiler/pipeline.py)."""
+    by the pipeline `fingerprint` names (compiler/pipeline.py). `build_checkpoint(records, out_dir) ->
+    library` builds the model with a MetaSchedule database (needed for options.checkpoint_every)."""
     from tvm.s_tir import meta_schedule as ms
 
     import schedules  # noqa: F401  (registers the project's schedule rules before tasks are extracted)
@@ -176,6 +191,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
 
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
+    if options.checkpoint_every is not None and (options.checkpoint_every <= 0 or build_checkpoint is None):
+        raise UserError(f"--checkpoint-every {options.checkpoint_every}: give a positive number of trials between "
+                        "end-to-end measurements, e.g. --checkpoint-every 100")
     if options.search_population is not None and options.search_population < 64:
         raise UserError(f"--search-population {options.search_population}: give at least 64 (the search keeps 50 "
                         "unmeasured candidates besides the measured ones), e.g. --search-population 64")
@@ -198,6 +216,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
               file=sys.stderr)
         _close_interrupted_run(database)  # a killed run's entry, if any: it never reached _finish
         return _finish(summary, database, started)
+    per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
+    population = options.search_population or default_population(per_iter)
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -219,7 +239,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             def check() -> bool:
                 return reached.servers() > 0
             runner = _rpc_runner(host, port, preset.rpc_key, reached.servers(), options)
-        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options))
+        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options, per_iter,
+                                              population))
         link = find_linker(preset.cross_triple)
         workers = max(1, min(2, os.cpu_count() or 1))
         if options.builder == "stock":
@@ -227,10 +248,15 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             builder.close = lambda: None
         else:
             builder = PersistentBuilder(link, max_workers=workers)
-        strategy = (ms.search_strategy.EvolutionarySearch(population_size=options.search_population)
-                    if options.search_population else "evolutionary")
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, work_dir=str(database.path / "logs"), strategy=strategy)
+        policy_state = PolicyState(options.budget_policy) if options.budget_policy is not None else None
+        if policy_state is None:  # MetaSchedule's own contexts, as tune_relax makes them
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                tasks, work_dir=str(database.path / "logs"),
+                strategy=ms.search_strategy.EvolutionarySearch(population_size=population))
+        else:
+            contexts, weights = tune_contexts(
+                tasks, str(database.path / "logs"),
+                lambda: ms.search_strategy.EvolutionarySearch(population_size=population), policy_state)
         cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
                                                     tree_method="auto")
         if seed is not None:
@@ -244,10 +270,12 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
                 builder.close()
                 return _finish(summary, database, started)
         interrupted = []
-        progress = _make_progress_callback(options.trials, spent, check, interrupted)
-        policy = ([make_policy_callback(options.budget_policy, summary.stopped)]
-                  if options.budget_policy is not None else [])
-        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
+        checkpointer = None
+        if options.checkpoint_every:
+            checkpointer = _checkpointer(database, preset, reached, device, options, spent, db, build_checkpoint)
+            checkpointer.maybe(spent)
+        progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer)
+        policy = [make_policy_callback(policy_state)] if policy_state is not None else []
 
         def on_interrupt(signum, frame):
             """First Ctrl-C: stop once the batch being measured is saved. Second: stop now (the records of
@@ -257,6 +285,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
                 progress.bar.write("stopping after the batch being measured is saved (Ctrl-C again: stop now)")
                 return
             _close_interrupted_run(database)
+            if checkpointer is not None:
+                checkpointer.save()
             os._exit(130)
         previous_handler = signal.signal(signal.SIGINT, on_interrupt)
         try:
@@ -278,9 +308,31 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             signal.signal(signal.SIGINT, previous_handler)
             progress.bar.close()
             builder.close()
+            if policy_state is not None:
+                summary.stopped.update(policy_state.reasons())
+            if checkpointer is not None:
+                checkpointer.save()
+        if checkpointer is not None and not interrupted:  # where the run ended: the curve's last point
+            checkpointer.final(database.record_count(), progress.estimate_ms)
         summary.failures = dict(progress.failures)
         summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
+
+
+def _checkpointer(database, preset, reached, device, options: TuneOptions, spent: int, records, build_checkpoint):
+    """End-to-end checkpoints on the tuning device: the host itself, or one session of the tracker's."""
+    from .runtime import Model
+    from .tuning_checkpoint import Checkpointer
+    # Outside the database folder (libraries are large and not shipped), one folder per database.
+    key = hashlib.sha256(str(database.path.resolve()).encode()).hexdigest()[:10]
+    libraries = Path(options.checkpoint_libraries) if options.checkpoint_libraries else (
+        ROOT / "build" / "checkpoints" / f"{database.path.name}-{key}")
+
+    def measure(library):
+        session = None if reached.tracker is None else reached.session(options.session_timeout)
+        return Model(library, session=session).benchmark(repeat=options.checkpoint_runs)
+    return Checkpointer(database.path, options.checkpoint_every, spent, lambda out: build_checkpoint(records, out),
+                        measure, libraries, device)
 
 
 def _record_seed(database, seed) -> None:
@@ -322,7 +374,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _provenance(database, preset, device, model_sha256, fingerprint, options: TuneOptions) -> dict:
+def _provenance(database, preset, device, model_sha256, fingerprint, options: TuneOptions, per_iter: int,
+                population: int) -> dict:
     """The database's identity (target, CPU, pipeline, first device) and one entry per tuning run."""
     import tvm
 
@@ -334,7 +387,9 @@ def _provenance(database, preset, device, model_sha256, fingerprint, options: Tu
         runs[-1].update(ended="interrupted", trials_after=database.record_count())
     budget = options.trials
     runs.append({"device": device, "started": _now(), "trials_before": database.record_count(), "budget": budget,
-                 "search_population": options.search_population or 512})
+                 "search_population": population, "trials_per_iter": per_iter,
+                 "budget_policy": (dataclasses.asdict(options.budget_policy) if options.budget_policy else None),
+                 "checkpoint_every": options.checkpoint_every})
     return {
         "target_name": preset.name, "target": preset.target, "cpu": cpu_of(preset), "rpc_key": preset.rpc_key,
         "device": previous.get("device", device), "tvm_version": tvm.__version__, "model_sha256": model_sha256,

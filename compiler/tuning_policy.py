@@ -3,8 +3,16 @@
 The gradient scheduler already ranks tasks by weight x (recent slope, and best / trials), but it never
 lets a task go: a task whose curve is flat keeps a share through its best / trials term, and a kernel
 with no schedule space (an elementwise epilogue the CPU rules only parallelise) keeps being picked for
-candidates that are all the same schedule. This policy terminates such tasks through the scheduler's
-own `terminate_task`, so their trials go to the tasks still improving; it does not replace the scheduler.
+candidates that are all the same schedule. This policy stops such tasks so their trials go to the tasks
+still improving; it does not replace the scheduler.
+
+How a task is stopped matters. Calling the scheduler's `terminate_task` from a measure callback breaks
+TVM 0.27's loop: the callback runs inside `JoinRunningTask`, which the scheduler also calls just before
+returning the task it picked (then `Tune` checks the task is alive) and at the end of the run (then it
+terminates the task a second time); both fail `Check failed: !task->is_terminated`. So the callback only
+marks the task, and the task's search strategy (`StoppableSearch`, wrapping the evolutionary search)
+answers "no more candidates" the next time the task is picked: the scheduler then terminates the task
+itself, on its own path, and spends no trial on it.
 """
 from __future__ import annotations
 
@@ -41,31 +49,97 @@ def has_schedule_space(traces) -> bool:
     return any(inst.kind.name.startswith("Sample") for trace in traces for inst in trace.insts)
 
 
-def make_policy_callback(policy: BudgetPolicy, stopped: Dict[str, str]):
-    """A measure callback applying `policy`; `stopped` collects task name -> reason, for the report."""
+class PolicyState:
+    """What the policy decided, shared by its measure callback (which decides) and the tasks' search
+    strategies (which act on it): task index -> (task name, reason)."""
+
+    def __init__(self, policy: BudgetPolicy):
+        self.policy = policy
+        self.history: Dict[int, List[float]] = {}
+        self.stopped: Dict[int, tuple] = {}
+
+    def observe(self, task_id: int, task_name: str, times: List[float], traces) -> Optional[str]:
+        """Record one batch of a task (its successful mean run times, its candidates' traces); return why the
+        task should stop now, or None."""
+        if task_id in self.stopped:
+            return None
+        history = self.history.setdefault(task_id, [])
+        if times:
+            history.append(min([*times, *history[-1:]]))
+        reason = None
+        if len(history) == 1 and not has_schedule_space(traces):
+            reason = NO_SPACE
+        elif history:
+            reason = flat_reason(history, self.policy)
+        if reason is not None:
+            self.stopped[task_id] = (task_name, reason)
+        return reason
+
+    def reasons(self) -> Dict[str, str]:
+        """Stopped task name -> reason, for the summary and the report."""
+        return {name: reason for name, reason in self.stopped.values()}
+
+
+def make_policy_callback(state: PolicyState):
+    """A measure callback that feeds every measured batch to `state`; it never terminates a task itself."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
     @derived_object
     class StopWhatCannotPay(ms.measure_callback.PyMeasureCallback):
-        def __init__(self):
-            super().__init__()
-            self.history: Dict[int, List[float]] = {}
-
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             times = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results
                      if r.error_msg is None and r.run_secs]
-            history = self.history.setdefault(task_id, [])
-            if times:
-                history.append(min([*times, *history[-1:]]))
-            reason = None
-            if len(history) == 1 and not has_schedule_space(c.sch.trace for c in measure_candidates):
-                reason = NO_SPACE
-            elif history:
-                reason = flat_reason(history, policy)
-            task = task_scheduler.tasks_[task_id]
-            if reason is not None and not task.is_terminated:  # the scheduler may have ended it already
-                stopped[str(task.ctx.task_name)] = reason
-                task_scheduler.terminate_task(task_id)
+            name = str(task_scheduler.tasks_[task_id].ctx.task_name)
+            state.observe(task_id, name, times, [c.sch.trace for c in measure_candidates])
 
     return StopWhatCannotPay()
+
+
+def stoppable_search(inner, task_id: int, state: Optional[PolicyState]):
+    """`inner` (a MetaSchedule search strategy) for task `task_id`, answering "no candidates" once `state`
+    has stopped that task; with no state it behaves exactly as `inner`."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class StoppableSearch(ms.search_strategy.PySearchStrategy):
+        def _initialize_with_tune_context(self, context) -> None:
+            inner._initialize_with_tune_context(context)
+
+        def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None):
+            inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database, cost_model)
+
+        def post_tuning(self) -> None:
+            inner.post_tuning()
+
+        def generate_measure_candidates(self):
+            if state is not None and task_id in state.stopped:
+                return None
+            return inner.generate_measure_candidates()
+
+        def notify_runner_results(self, measure_candidates, results) -> None:
+            inner.notify_runner_results(measure_candidates, results)
+
+        def clone(self):
+            return stoppable_search(inner.clone(), task_id, state)
+
+    return StoppableSearch()
+
+
+def tune_contexts(tasks, work_dir: str, make_strategy, state: Optional[PolicyState]):
+    """One TuneContext per extracted task (as MetaSchedule's `extracted_tasks_to_tune_contexts` makes them),
+    each with its own `make_strategy()` wrapped in `stoppable_search`; returns (contexts, weights)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    contexts, weights = [], []
+    loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
+    for task, logger, rand_state in zip(tasks, loggers, fork_seed(None, n=len(tasks))):
+        contexts.append(ms.TuneContext(
+            mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+            search_strategy=stoppable_search(make_strategy(), len(contexts), state), task_name=task.task_name,
+            logger=logger, rand_state=rand_state, num_threads="physical"))
+        weights.append(task.weight)
+    return contexts, weights

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import List
 
 from . import atomic
+from .tuning_checkpoint import read_log
 
 FAILED = 1e9  # MetaSchedule stores a failed candidate as run_secs [1e10]
 
@@ -58,18 +59,32 @@ def analyse(database, mod, target):
     return rows, curve
 
 
-def _plot(path, rows, curve, title) -> None:
+def _plot(path, rows, curve, title, checkpoints=()) -> None:
+    """Estimated latency by trial (with the end-to-end checkpoints beside it), end-to-end latency by tuning
+    minutes when there are checkpoints, and the top tasks' shares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    panels = 3 if checkpoints else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5))
+    left, right = axes[0], axes[-1]
     if curve:
-        left.plot([c[0] for c in curve], [c[1] for c in curve])
+        left.plot([c[0] for c in curve], [c[1] for c in curve], label="estimate: weight x best, tuned tasks")
+    if checkpoints:
+        points = [c for c in checkpoints if c["trials"] > 0]  # the untuned point would flatten the axis
+        left.plot([c["trials"] for c in points], [c["latency_ms"] for c in points], "o-",
+                  label="end to end, measured (checkpoints)")
+        middle = axes[1]
+        middle.plot([c["minutes"] for c in points], [c["latency_ms"] for c in points], "o-", color="C1")
+        middle.set_xlabel("tuning time (minutes, checkpoints excluded)")
+        middle.set_ylabel("end-to-end latency (ms)")
+        middle.set_title("end to end, by tuning time")
+        left.legend()
     left.set_xlabel("trials")
-    left.set_ylabel("estimated latency of best schedules (ms)")
-    left.set_title("estimate over tuned tasks, by trial")
+    left.set_ylabel("latency (ms)")
+    left.set_title("latency by trial")
     measured = [r for r in rows if r.best_ms == r.best_ms][:15]
     total = sum(r.weighted_ms for r in rows if r.best_ms == r.best_ms) or 1.0
     right.barh([r.name[:40] for r in measured][::-1], [100 * r.weighted_ms / total for r in measured][::-1])
@@ -77,10 +92,9 @@ def _plot(path, rows, curve, title) -> None:
     right.set_title("top tasks by share")
     figure.suptitle(title)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=90)
+    with atomic.staged_file(path) as tmp:
+        figure.savefig(tmp, dpi=90, format="png")
     plt.close(figure)
-    tmp.replace(path)
 
 
 def _run_lines(runs) -> List[str]:
@@ -97,6 +111,18 @@ def _run_lines(runs) -> List[str]:
     return lines + ([""] if lines else [])
 
 
+def _checkpoint_lines(checkpoints) -> List[str]:
+    """The end-to-end checkpoints as a table: trials, tuning minutes, measured latency, the estimate."""
+    if not checkpoints:
+        return []
+    lines = ["End-to-end checkpoints (the model built with the records so far, timed on the tuning device):", "",
+             "| trials | tuning minutes | latency (ms, median) | estimate (ms) |", "| ---: | ---: | ---: | ---: |"]
+    for c in sorted(checkpoints, key=lambda c: c["trials"]):
+        estimate = "-" if c.get("estimated_ms") is None else f"{c['estimated_ms']:.3f}"
+        lines.append(f"| {c['trials']} | {c['minutes']:.1f} | {c['latency_ms']:.3f} | {estimate} |")
+    return lines + [""]
+
+
 def write(database, mod, target) -> None:
     """Write report.md and report.png into the database folder (atomically)."""
     rows, curve = analyse(database, mod, target)
@@ -104,7 +130,8 @@ def write(database, mod, target) -> None:
     device = provenance.get("device", {})
     emulated = device.get("emulated")
     title = f"{provenance.get('target_name', '?')}: {len(curve)} trials" + (" (EMULATED timings)" if emulated else "")
-    _plot(database.path / "report.png", rows, curve, title)
+    checkpoints = read_log(database.path)["checkpoints"]
+    _plot(database.path / "report.png", rows, curve, title, checkpoints)
     measured = [r for r in rows if r.best_ms == r.best_ms]
     total = sum(r.weighted_ms for r in measured)
     lines = [
@@ -117,6 +144,7 @@ def write(database, mod, target) -> None:
         f"- TVM {provenance.get('tvm_version', '?')}, fusion {provenance.get('fusion', '?')}, "
         f"updated {provenance.get('updated', '?')}", "",
         *_run_lines(provenance.get("runs") or []),
+        *_checkpoint_lines(checkpoints),
         "![estimated latency and per-task share](report.png)", "",
         "| task | weight | trials | best (ms) | weight x best (ms) | share |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

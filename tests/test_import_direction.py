@@ -31,7 +31,7 @@ LAYERS = {
     **dict.fromkeys([
         "onnx_model", "onnx_export", "shape_binding", "attendnext", "fusion", "dcac_patterns", "pipeline",
         "fast_math", "linker", "targets", "artifact", "database_files", "tuning_db", "tuning_seed",
-        "tuning_policy", "tuning_report", "measure_inputs", "tune_builder", "verify", "tuning", "profile",
+        "tuning_policy", "tuning_checkpoint", "tuning_report", "measure_inputs", "tune_builder", "verify", "tuning", "profile",
         "explain",
         "zoo", "zoo.fbnet", "zoo.layers", "zoo.mobilenetv3", "zoo.mobileone", "zoo.mobilevit", "zoo.size",
         "zoo.untrained",

@@ -56,7 +56,7 @@ def test_truncated_last_line_is_dropped_and_complete_records_kept(tmp_path):
 def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     """Kill -9 mid-run, run the same command: finished records are kept and count against --trials."""
     database = tmp_path / "db"
-    cmd = tune_cmd(tiny_cnn_onnx, "host", database, 24)
+    cmd = tune_cmd(tiny_cnn_onnx, "host", database, 24, "--checkpoint-every", "8")
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                env=CLEAN_ENV)
     deadline = time.time() + 400
@@ -83,6 +83,15 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     assert [run["ended"] == "interrupted" for run in runs] == [True, False]
     assert runs[0]["trials_before"] == 0 and runs[1]["trials_before"] == len(before)
     assert runs[1]["trials_after"] == len(after) and runs[1]["device"]["llvm_cpu"]
+    # End-to-end checkpoints: the kill kept those taken, the resumed run went on from them to its end.
+    checkpoints = json.loads((database / "checkpoints.json").read_text())["checkpoints"]
+    trials = [c["trials"] for c in checkpoints]
+    assert trials[0] == 0 and trials == sorted(trials) and trials[-1] == len(after)
+    assert any(t > len(before) for t in trials) and all(c["latency_ms"] > 0 for c in checkpoints)
+    minutes = [c["minutes"] for c in checkpoints]
+    assert minutes == sorted(minutes)
+    assert checkpoints[0]["latency_ms"] > checkpoints[-1]["latency_ms"]  # untuned start against tuned end
+    assert "End-to-end checkpoints" in (database / "report.md").read_text()
     # Budget already spent: a third run measures nothing.
     again = subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
     assert "nothing to do" in again.stderr and len(records(database)) == len(after)

@@ -55,3 +55,47 @@ def test_a_matmul_has_a_schedule_space_and_an_elementwise_add_has_none():
 @pytest.mark.parametrize("kind", ["matmul", "add"])
 def test_design_spaces_exist_for_both(kind):
     assert _design_space_traces(_toy(kind))  # the space test above compares real spaces, not empty lists
+
+
+def test_policy_state_stops_a_flat_task_once_and_says_why():
+    from compiler.tuning_policy import PolicyState
+
+    state = PolicyState(POLICY)
+    space = _design_space_traces(_toy("matmul"))
+    for batch, best in enumerate([10.0, 6.0, 6.0, 6.0, 6.0, 5.99]):  # 0.17% over the last 4 batches
+        reason = state.observe(3, "fused_matmul", [best, best + 1.0], space)
+        assert (reason is None) == (batch < 5)
+    assert state.stopped == {3: ("fused_matmul", reason)} and "flat" in reason
+    assert state.observe(3, "fused_matmul", [1.0], space) is None  # decided once, never again
+    assert state.reasons() == {"fused_matmul": reason}
+
+
+def test_policy_state_stops_a_kernel_without_schedule_space_after_its_first_batch():
+    from compiler.tuning_policy import NO_SPACE, PolicyState
+
+    state = PolicyState(POLICY)
+    assert state.observe(0, "add", [1e-5], _design_space_traces(_toy("add"))) == NO_SPACE
+    assert state.observe(1, "matmul", [1e-5], _design_space_traces(_toy("matmul"))) is None
+
+
+def test_a_stopped_task_gets_no_more_candidates_and_the_scheduler_ends_it_itself():
+    """The stop reaches MetaSchedule through the task's search strategy (it answers None), never through a
+    terminate_task call from a callback, which TVM 0.27's scheduler does not survive."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from compiler.tuning_policy import PolicyState, stoppable_search
+
+    state = PolicyState(POLICY)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    context = ms.TuneContext(mod=tvm.IRModule({"main": _toy("matmul")}), target=target,
+                             space_generator="post-order-apply",
+                             search_strategy=stoppable_search(ms.search_strategy.EvolutionarySearch(
+                                 population_size=64), 0, state))
+    strategy = context.search_strategy
+    strategy.pre_tuning(16, 2, context.generate_design_space(), ms.database.MemoryDatabase(),
+                        ms.cost_model.RandomModel())
+    assert len(strategy.generate_measure_candidates()) == 2
+    state.stopped[0] = ("main", "test")
+    assert strategy.generate_measure_candidates() is None
+    strategy.post_tuning()
