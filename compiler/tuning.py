@@ -99,10 +99,12 @@ def failure_kind(message: str) -> str:
     return "candidate failed to run"
 
 
-def trials_per_iter(budget: int, tasks: int) -> int:
+def trials_per_iter(budget: int, tasks: int, servers: int = 1) -> int:
     """Small batches when the budget is small: MetaSchedule's gradient scheduler gives every task one
-    batch first, so 64-trial batches on 60 tasks would spend 3,840 trials before it starts choosing."""
-    return max(2, min(64, budget // max(1, 2 * tasks)))
+    batch first, so 64-trial batches on 60 tasks would spend 3,840 trials before it starts choosing. But
+    never fewer candidates than measuring servers: a batch is measured across the servers at once, and a
+    smaller one leaves some of them idle."""
+    return max(2, servers, min(64, budget // max(1, 2 * tasks)))
 
 
 def default_population(per_iter: int) -> int:
@@ -216,8 +218,6 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
               file=sys.stderr)
         _close_interrupted_run(database)  # a killed run's entry, if any: it never reached _finish
         return _finish(summary, database, started)
-    per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks))
-    population = options.search_population or default_population(per_iter)
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -239,6 +239,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             def check() -> bool:
                 return reached.servers() > 0
             runner = _rpc_runner(host, port, preset.rpc_key, reached.servers(), options)
+        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks), reached.servers())
+        population = options.search_population or default_population(per_iter)
         database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options, per_iter,
                                               population))
         link = find_linker(preset.cross_triple)

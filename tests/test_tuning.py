@@ -32,6 +32,16 @@ def test_trials_per_iter_keeps_small_budgets_small():
     assert trials_per_iter(8, 4) == 2 and trials_per_iter(2000, 58) == 17 and trials_per_iter(10 ** 6, 3) == 64
 
 
+def test_a_batch_keeps_every_measuring_server_busy():
+    assert trials_per_iter(8, 4, servers=4) == 4 and trials_per_iter(2000, 58, servers=4) == 17
+
+
+def test_search_population_follows_the_batch():
+    from compiler.tuning import default_population
+
+    assert [default_population(n) for n in (2, 3, 17, 64)] == [64, 64, 136, 512]
+
+
 @pytest.mark.parametrize("message, kind", [
     ("RPCRunner: Timeout, killed after 150 seconds", "timeout (device hung or too slow)"),
     ("RPCRunner: An exception occurred ... RPCEndpoint::Init", "device lost mid-measurement"),
