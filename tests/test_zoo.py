@@ -1,5 +1,6 @@
 """The model zoo: AttendNeXt's four baselines at their papers' sizes, exported to ONNX, built for the host
-and verified against ONNX Runtime; `compile.py --model NAME` and `--list-models`."""
+and for the Raspberry Pi 4 (run on the emulated Pi) and verified against ONNX Runtime; `compile.py --model
+NAME` and `--list-models`."""
 import json
 
 import numpy as np
@@ -95,6 +96,28 @@ def test_host_build_matches_onnxruntime(name, tmp_path):
     result = run_cli("--model", name, "--target", "host", "--database", "none", "--out", out, "--verify")
     assert_verified(result, out, name, "host")
     assert json.loads((out / f"{name}.json").read_text())["tuning"]["kernels_tuned"] == 0
+
+
+@pytest.fixture(scope="module")
+def emulated_pi():
+    """One emulated Raspberry Pi 4 behind a local tracker, shared by every model (one farm, not one per run)."""
+    from compiler.farm import LocalFarm
+
+    with LocalFarm(key="rpi4", servers=1) as farm:
+        yield farm.tracker
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+@pytest.mark.parametrize("name", BASELINES)
+def test_rpi4_build_matches_onnxruntime_on_the_emulated_pi(name, emulated_pi, tmp_path):
+    """compile.py --model NAME --target rpi4 --verify: cross-built untuned, run on the emulated Pi (aarch64)."""
+    out = tmp_path / f"{name}-rpi4"
+    result = run_cli("--model", name, "--target", "rpi4", "--database", "none", "--out", out, "--verify",
+                     "--tracker", emulated_pi)
+    assert_verified(result, out, name, "rpi4")
+    assert (out / f"{name}.so").read_bytes()[18] == 183  # EM_AARCH64
+    print(result.stdout.strip().splitlines()[-1])  # the verify line, for the record (pytest -rP)
 
 
 def test_list_models():
