@@ -5,13 +5,15 @@ its full-resolution epilogue with the patterns of compiler/dcac_patterns.py (Fus
 becomes a Relax function marked Primitive; phase 1's LegalizeOps lowers the ops inside it to TIR and FuseTIR
 merges them into ONE PrimFunc per group, while stock FuseOps handles everything the patterns left alone.
 After FuseTIR, "dcac" also marks the blocks of those kernels with the project's MetaSchedule rules
-(schedules/), so tuning searches their design space instead of the generic one.
+(schedules/), so tuning searches their design space instead of the generic one. Those rules find their
+kernels by pattern name, which `record_patterns` keeps for them: FuseTIR drops a group's `Composite` attribute.
 """
 from typing import Optional
 
 from .errors import UserError
 
 MODES = ("stock", "dcac")
+PATTERN_OF_KERNEL = "pattern_of_kernel"  # module attribute: {kernel name: name of the table row that made it}
 
 
 def passes(mode: str, rejections: Optional[list] = None) -> list:
@@ -28,7 +30,22 @@ def passes(mode: str, rejections: Optional[list] = None) -> list:
     # bind_constants=False: weights, biases and s become parameters of each group, as stock FuseOps does it;
     # FuseTIR rejects tensor constants inside a primitive function ("Tensor constants are not supported").
     return [relax.transform.FuseOpsByPattern(dcac_patterns.as_fusion_patterns(rejections), bind_constants=False,
-                                             annotate_codegen=False)]
+                                             annotate_codegen=False),
+            record_patterns()]
+
+
+def record_patterns():
+    """A module pass run right after FuseOpsByPattern: the pattern name of every group, kept in the module
+    attribute PATTERN_OF_KERNEL, because FuseTIR drops the group's own `Composite` attribute."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name="RecordFusionPatterns")
+    def record(mod, _context):
+        made = {gvar.name_hint: str(func.attrs["Composite"]) for gvar, func in mod.functions.items()
+                if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs}
+        return mod.with_attr(PATTERN_OF_KERNEL, made) if made else mod
+    return record
 
 
 def schedule_passes(mode: str) -> list:

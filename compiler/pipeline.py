@@ -102,8 +102,8 @@ def fingerprint(fusion: str, layout: str = DEFAULT_LAYOUT) -> dict:
         from . import dcac_patterns
 
         fields["patterns"] = [row[0] for row in dcac_patterns.TABLE]
-        fields["schedule_rules"] = sorted(f"{kernel}:{','.join(blocks)}={rule}"
-                                          for (kernel, blocks), rule in schedules.RULES.items())
+        fields["schedule_rules"] = sorted(f"{pattern}:{','.join(blocks)}={rule}"
+                                          for (pattern, blocks), rule in schedules.RULES.items())
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     return {"hash": digest, **fields}
 

@@ -14,11 +14,15 @@ a sigmoid per multiply-add.
 """
 from typing import Dict
 
-# Which blocks of which kernels get which rule: (kernel name prefix, block name prefixes) -> rule name.
-# Kernels fused by FuseOpsByPattern are named after their ops ("fused_relax_nn_max_pool2d_..."), unlike
-# stock FuseOps kernels ("fused_conv2d..."); the DC-AC patterns are the only pattern fusion here.
+# Which blocks of which kernels get which rule: (pattern name, block name prefixes) -> rule name. A kernel is
+# found by the row of compiler/dcac_patterns.TABLE that fused it (the fusion step records it in the module
+# attribute compiler.fusion.PATTERN_OF_KERNEL), never by its name; adding a pattern with a rule is one row in
+# each table. The two patterns with the max-pool condensation inside hold the four low-resolution convolutions.
+LOWRES_CONVS = ("conv2d_nchw", "group_conv2d_nchw")  # the convolution blocks LegalizeOps writes
 RULES: Dict[tuple, str] = {
-    ("fused_relax_nn_max_pool2d", ("conv2d_nchw", "group_conv2d_nchw")): "dcac.lowres_conv",
+    ("dcac.max_pool2d_2x_conv2d_add_act_conv2d_add_resize2d_sigmoid_multiply_multiply_add", LOWRES_CONVS):
+        "dcac.lowres_conv",
+    ("dcac.max_pool2d_conv2d_add_act_conv2d_add", LOWRES_CONVS): "dcac.lowres_conv",
 }
 INPUT_RULE = "dcac.materialize"  # for the blocks that produce an annotated convolution's (padded) input
 TARGET_KEYS = ("cpu",)  # aarch64 targets have keys ("arm_cpu", "cpu"): one registration covers both
@@ -71,15 +75,20 @@ def _input_producers(sch, block) -> list:
 
 
 def annotate_pass():
-    """A module pass (after FuseTIR) that marks the blocks of RULES with their schedule rule."""
+    """A module pass (after FuseTIR) that marks the blocks of RULES with their schedule rule, in the kernels
+    the fusion step says their pattern made."""
     import tvm
     from tvm import s_tir
 
+    from compiler.fusion import PATTERN_OF_KERNEL
+
     @tvm.transform.module_pass(opt_level=0, name="AnnotateScheduleRules")
     def annotate(mod, _context):
+        made_by = mod.attrs.get(PATTERN_OF_KERNEL, {}) if mod.attrs else {}
         updates = {}
         for gvar, func in mod.functions.items():
-            rules = [(blocks, rule) for (kernel, blocks), rule in RULES.items() if gvar.name_hint.startswith(kernel)]
+            pattern = made_by.get(gvar.name_hint)
+            rules = [(blocks, rule) for (name, blocks), rule in RULES.items() if name == pattern]
             if not rules or not isinstance(func, tvm.tirx.PrimFunc):
                 continue
             sch = s_tir.Schedule(tvm.IRModule({"main": func}))

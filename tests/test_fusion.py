@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from compiler import fusion, onnx_model, pipeline
+from compiler import dcac_patterns, fusion, onnx_model, pipeline
 from compiler.attendnext import config_with
 from compiler.errors import UserError
 from compiler.explain import dcac_blocks, explain, kernel_calls
@@ -133,6 +133,38 @@ def test_dcac_kernels_carry_the_schedule_rules_and_stock_kernels_do_not(tunable)
                 assert marks.count("dcac.materialize") >= 2, gvar.name_hint
             else:
                 assert marks == [], gvar.name_hint
+
+
+def test_every_schedule_rule_names_a_pattern_of_the_table():
+    from schedules import RULES
+
+    assert RULES
+    assert sorted({pattern for pattern, _ in RULES} - {row[0] for row in dcac_patterns.TABLE}) == []
+
+
+def test_a_rule_reaches_its_kernel_through_the_pattern_name(imported, target):
+    """The annotation pass looks a kernel up by the pattern the fusion step recorded for it: the same PrimFunc
+    is annotated under any name when its pattern has a rule, and not at all without the record."""
+    import tvm
+
+    import schedules
+
+    fused = tvm.transform.Sequential([p for p in pipeline.graph_passes("dcac", "plain", target)
+                                      if p.info.name != "AnnotateScheduleRules"])
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = fused(imported)
+    made_by = {name: str(pattern) for name, pattern in mod.attrs[fusion.PATTERN_OF_KERNEL].items()}
+    assert sorted(made_by) == sorted(gvar.name_hint for gvar in mod.get_global_vars()
+                                     if gvar.name_hint.startswith("fused_relax_"))
+    assert set(made_by.values()) <= {row[0] for row in dcac_patterns.TABLE}
+    pattern = dcac_patterns.TABLE[0][0]  # the whole block, matched in every DC-AC of SMALL; it has a rule
+    name = next(name for name, made in made_by.items() if made == pattern)
+    kernel = mod[name]
+    assert _annotations(kernel) == []
+    renamed = tvm.IRModule({"kernel": kernel}).with_attr(fusion.PATTERN_OF_KERNEL, {"kernel": pattern})
+    assert _annotations(schedules.annotate_pass()(renamed)["kernel"]).count("dcac.lowres_conv") == 4
+    unrecorded = tvm.IRModule({name: kernel})
+    assert _annotations(schedules.annotate_pass()(unrecorded)[name]) == []
 
 
 @pytest.mark.slow
