@@ -43,12 +43,12 @@ def run_options(name: str, budget: int, every: int, seed: str, libraries: Path):
     return TuneOptions(**common, seed_database=seed if name == "seeded" else None)
 
 
-def shipped_build(work: Path):
+def shipped_build(work: Path, database=None):
     """AttendNeXt built as `compile.py --target host` builds it here: with the database the product selects
-    for this CPU (its own, or another CPU's with a warning)."""
+    for this CPU (its own, or another CPU's with a warning), or the one named by --shipped."""
     from compiler.api import CompileOptions, compile_model
 
-    result = compile_model(CompileOptions(target="host", out=str(work / "shipped")))
+    result = compile_model(CompileOptions(target="host", out=str(work / "shipped"), database=database))
     if not result.sidecar["tuning"]["database"]:
         raise UserError("no shipped host database applies on this machine: nothing to compare the runs with; "
                         "tune one first (python compile.py --target host --tune)")
@@ -190,6 +190,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", default=str(ROOT / "build" / "tuning_cost"),
                         help="the runs' databases and checkpoint libraries (kept: rerun to resume)")
+    parser.add_argument("--shipped", help="the reference database (default: the one `compile.py --target host` "
+                                          "applies on this machine); name it to rerun a published comparison")
     parser.add_argument("--seed", help="database to seed the seeded run from (default: another CPU's AttendNeXt "
                                        "database, neither this CPU's nor the shipped one)")
     parser.add_argument("--only", default=",".join(RUNS),
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
     if unknown:
         raise UserError(f"--only {args.only}: unknown run {unknown[0]}; choose from {', '.join(RUNS)}")
     work = Path(args.work_dir)
-    shipped = shipped_build(work)
+    shipped = shipped_build(work, args.shipped)
     shipped_trials = tuning_db.TuningDatabase(Path(shipped.sidecar["tuning"]["database"])).record_count()
     budgets = {"stock": math.ceil(shipped_trials / 4), "empty": math.ceil(shipped_trials / 4),
                "seeded": shipped_trials // 10}

@@ -274,7 +274,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         interrupted = []
         checkpointer = None
         if options.checkpoint_every:
-            checkpointer = _checkpointer(database, preset, reached, device, options, spent, db, build_checkpoint)
+            checkpointer = _checkpointer(database, preset, reached, device, options, spent, db, build_checkpoint,
+                                         started)
             checkpointer.maybe(spent)
         progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer)
         policy = [make_policy_callback(policy_state)] if policy_state is not None else []
@@ -321,7 +322,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     return _finish(summary, database, started)
 
 
-def _checkpointer(database, preset, reached, device, options: TuneOptions, spent: int, records, build_checkpoint):
+def _checkpointer(database, preset, reached, device, options: TuneOptions, spent: int, records, build_checkpoint,
+                  started: float):
     """End-to-end checkpoints on the tuning device: the host itself, or one session of the tracker's."""
     from .runtime import Model
     from .tuning_checkpoint import Checkpointer
@@ -334,7 +336,7 @@ def _checkpointer(database, preset, reached, device, options: TuneOptions, spent
         session = None if reached.tracker is None else reached.session(options.session_timeout)
         return Model(library, session=session).benchmark(repeat=options.checkpoint_runs)
     return Checkpointer(database.path, options.checkpoint_every, spent, lambda out: build_checkpoint(records, out),
-                        measure, libraries, device)
+                        measure, libraries, device, run_started=started)
 
 
 def _record_seed(database, seed) -> None:

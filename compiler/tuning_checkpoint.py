@@ -40,13 +40,13 @@ class Checkpointer:
     far; `measure(library) -> runtime.Model.benchmark()'s dict` times it on the tuning device."""
 
     def __init__(self, folder: Path, every: int, trials_now: int, build: Callable, measure: Callable,
-                 libraries: Path, device: dict):
+                 libraries: Path, device: dict, run_started: Optional[float] = None):
         self.folder, self.every, self.libraries, self.device = Path(folder), every, Path(libraries), device
         self.build, self.measure = build, measure
         self.log = read_log(self.folder)
         self.log["every"] = every
         self.offset = float(self.log["tuning_seconds"])
-        self.run_started = time.time()
+        self.run_started = run_started or time.time()  # the run's start: seeding and task extraction count
         self.paused = 0.0  # this run's seconds spent in checkpoints, not tuning
         taken = {c["trials"] for c in self.log["checkpoints"]}
         # A run's first point: where the curve starts (no records: untuned; seeded: after the seed) unless taken.

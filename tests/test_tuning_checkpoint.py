@@ -69,3 +69,14 @@ def test_final_point_is_taken_once(tmp_path):
     checkpointer.maybe(5, say=lambda message: None)
     assert checkpointer.final(5) is None and checkpointer.final(7)["trials"] == 7
     assert built == ["00000", "00005", "00007"]
+
+
+def test_minutes_count_from_the_runs_start(tmp_path):
+    """Seeding and task extraction happen before the first checkpoint: they are tuning time too."""
+    import time
+
+    build, measure = fake([])
+    started = time.time() - 90  # the run began 90 s before its first checkpoint (a seed being measured)
+    entry = Checkpointer(tmp_path, 4, 101, build, measure, tmp_path / "libs", {}, run_started=started).maybe(
+        101, say=lambda message: None)
+    assert 1.4 < entry["minutes"] < 1.6

@@ -1,4 +1,10 @@
-"""The budget policy: which tasks it stops, on toy histories and on a toy module's real design spaces."""
+"""The budget policy: which tasks it stops, on toy histories and on a toy module's real design spaces.
+
+The design-space tests are `slow`: MetaSchedule's first TuneContext in a process costs 25 s or more of
+start-up (its schedule rules load the tensor intrinsics), which the fast tier leaves out.
+"""
+import functools
+
 import pytest
 
 from compiler.tuning_policy import BudgetPolicy, flat_reason, has_schedule_space
@@ -24,6 +30,11 @@ def test_the_window_and_threshold_are_the_policys():
     assert flat_reason(history, BudgetPolicy(window=7, min_gain=0.02)) is None
 
 
+@functools.lru_cache(maxsize=None)
+def _traces(kind):
+    return _design_space_traces(_toy(kind))
+
+
 def _design_space_traces(prim_func):
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -47,21 +58,24 @@ def _toy(kind):
     return te.create_prim_func([a, c])
 
 
+@pytest.mark.slow
 def test_a_matmul_has_a_schedule_space_and_an_elementwise_add_has_none():
-    assert has_schedule_space(_design_space_traces(_toy("matmul")))
-    assert not has_schedule_space(_design_space_traces(_toy("add")))
+    assert has_schedule_space(_traces("matmul"))
+    assert not has_schedule_space(_traces("add"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["matmul", "add"])
 def test_design_spaces_exist_for_both(kind):
-    assert _design_space_traces(_toy(kind))  # the space test above compares real spaces, not empty lists
+    assert _traces(kind)  # the space test above compares real spaces, not empty lists
 
 
+@pytest.mark.slow
 def test_policy_state_stops_a_flat_task_once_and_says_why():
     from compiler.tuning_policy import PolicyState
 
     state = PolicyState(POLICY)
-    space = _design_space_traces(_toy("matmul"))
+    space = _traces("matmul")
     for batch, best in enumerate([10.0, 6.0, 6.0, 6.0, 6.0, 5.99]):  # 0.17% over the last 4 batches
         reason = state.observe(3, "fused_matmul", [best, best + 1.0], space)
         assert (reason is None) == (batch < 5)
@@ -70,14 +84,16 @@ def test_policy_state_stops_a_flat_task_once_and_says_why():
     assert state.reasons() == {"fused_matmul": reason}
 
 
+@pytest.mark.slow
 def test_policy_state_stops_a_kernel_without_schedule_space_after_its_first_batch():
     from compiler.tuning_policy import NO_SPACE, PolicyState
 
     state = PolicyState(POLICY)
-    assert state.observe(0, "add", [1e-5], _design_space_traces(_toy("add"))) == NO_SPACE
-    assert state.observe(1, "matmul", [1e-5], _design_space_traces(_toy("matmul"))) is None
+    assert state.observe(0, "add", [1e-5], _traces("add")) == NO_SPACE
+    assert state.observe(1, "matmul", [1e-5], _traces("matmul")) is None
 
 
+@pytest.mark.slow
 def test_a_stopped_task_gets_no_more_candidates_and_the_scheduler_ends_it_itself():
     """The stop reaches MetaSchedule through the task's search strategy (it answers None), never through a
     terminate_task call from a callback, which TVM 0.27's scheduler does not survive."""
