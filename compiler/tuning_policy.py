@@ -25,21 +25,27 @@ NO_SPACE = ("no schedule space: the CPU schedule rules leave this kernel nothing
 
 @dataclass(frozen=True)
 class BudgetPolicy:
-    window: int = 4  # batches of one task looked back over
+    """Judged in trials, not batches: with a small budget a batch is 2 or 3 candidates, and an evolutionary
+    search often goes a dozen candidates without a better one before it finds the next step (a first
+    version judged 4 batches and stopped the kernel with the largest share after 18 trials)."""
+
+    window: int = 32  # trials of one task looked back over
     min_gain: float = 0.01  # relative improvement of the best over the window below which a task is flat
-    min_batches: int = 6  # never judge a task on fewer batches than this
+    min_trials: int = 64  # never judge a task on fewer trials than this
 
 
-def flat_reason(history: List[float], policy: BudgetPolicy) -> Optional[str]:
-    """Why a task with this per-batch best-latency history (seconds, oldest first) should stop, or None."""
-    if len(history) < max(policy.min_batches, policy.window + 1):
+def flat_reason(history: List[tuple], policy: BudgetPolicy) -> Optional[str]:
+    """Why a task should stop, or None. `history`: (trials of the task so far, best latency in seconds)
+    after each of its batches, oldest first."""
+    if not history or history[-1][0] < max(policy.min_trials, policy.window):
         return None
-    before, now = history[-1 - policy.window], history[-1]
-    if before <= 0 or before == float("inf"):
+    trials, now = history[-1]
+    earlier = [best for count, best in history if count <= trials - policy.window]
+    if not earlier or earlier[-1] <= 0 or earlier[-1] == float("inf"):
         return None
-    gain = (before - now) / before
+    gain = (earlier[-1] - now) / earlier[-1]
     if gain < policy.min_gain:
-        return (f"flat: best improved {100 * gain:.2f}% over its last {policy.window} batches "
+        return (f"flat: best improved {100 * gain:.2f}% over its last {policy.window} trials "
                 f"(< {100 * policy.min_gain:g}%)")
     return None
 
@@ -55,17 +61,18 @@ class PolicyState:
 
     def __init__(self, policy: BudgetPolicy):
         self.policy = policy
-        self.history: Dict[int, List[float]] = {}
+        self.history: Dict[int, List[tuple]] = {}  # task -> [(trials so far, best seconds)] per batch
         self.stopped: Dict[int, tuple] = {}
 
-    def observe(self, task_id: int, task_name: str, times: List[float], traces) -> Optional[str]:
-        """Record one batch of a task (its successful mean run times, its candidates' traces); return why the
-        task should stop now, or None."""
+    def observe(self, task_id: int, task_name: str, times: List[float], traces, candidates: int = 0) -> Optional[str]:
+        """Record one batch of a task (its successful mean run times, its candidates' traces, how many
+        candidates it measured: failed ones count as trials too); return why the task should stop, or None."""
         if task_id in self.stopped:
             return None
         history = self.history.setdefault(task_id, [])
         if times:
-            history.append(min([*times, *history[-1:]]))
+            spent = (history[-1][0] if history else 0) + max(candidates, len(times))
+            history.append((spent, min([*times, *(h[1] for h in history[-1:])])))
         reason = None
         if len(history) == 1 and not has_schedule_space(traces):
             reason = NO_SPACE
@@ -91,7 +98,7 @@ def make_policy_callback(state: PolicyState):
             times = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results
                      if r.error_msg is None and r.run_secs]
             name = str(task_scheduler.tasks_[task_id].ctx.task_name)
-            state.observe(task_id, name, times, [c.sch.trace for c in measure_candidates])
+            state.observe(task_id, name, times, [c.sch.trace for c in measure_candidates], len(runner_results))
 
     return StopWhatCannotPay()
 

@@ -9,25 +9,39 @@ import pytest
 
 from compiler.tuning_policy import BudgetPolicy, flat_reason, has_schedule_space
 
-POLICY = BudgetPolicy(window=4, min_gain=0.01, min_batches=6)
+POLICY = BudgetPolicy(window=12, min_gain=0.01, min_trials=18)
+
+
+def batches(*bests, size=3):
+    """A task's history as the policy sees it: (trials so far, best) after each batch of `size`."""
+    return [(size * (i + 1), best) for i, best in enumerate(bests)]
 
 
 def test_a_flat_curve_is_stopped_and_an_improving_one_is_not():
-    flat = [10.0, 8.0, 7.0, 6.0, 6.0, 5.99, 5.99, 5.98]  # 0.3% over the last 4 batches
+    flat = batches(10.0, 8.0, 7.0, 6.0, 6.0, 5.99, 5.99, 5.98)  # 0.3% over the last 12 trials (4 batches)
     assert "flat" in flat_reason(flat, POLICY)
-    improving = [10.0, 8.0, 7.0, 6.0, 5.8, 5.6, 5.5, 5.4]  # 10% over the last 4 batches
+    improving = batches(10.0, 8.0, 7.0, 6.0, 5.8, 5.6, 5.5, 5.4)  # 10% over the last 12 trials
     assert flat_reason(improving, POLICY) is None
 
 
 def test_a_young_task_is_never_judged():
-    assert flat_reason([5.0] * 5, POLICY) is None  # five batches, nothing gained, but fewer than min_batches
-    assert "flat" in flat_reason([5.0] * 6, POLICY)
+    assert flat_reason(batches(*[5.0] * 5), POLICY) is None  # 15 trials, nothing gained, but under min_trials
+    assert "flat" in flat_reason(batches(*[5.0] * 6), POLICY)
 
 
-def test_the_window_and_threshold_are_the_policys():
-    history = [10.0, 10.0, 10.0, 10.0, 9.8, 9.8, 9.75, 9.72, 9.7]  # 1.0% over the last 4 batches, 3.0% over 7
-    assert "flat" in flat_reason(history, BudgetPolicy(window=4, min_gain=0.02))
-    assert flat_reason(history, BudgetPolicy(window=7, min_gain=0.02)) is None
+def test_the_window_is_in_trials_whatever_the_batch_size():
+    history = batches(10.0, 10.0, 10.0, 10.0, 9.8, 9.8, 9.75, 9.72, 9.7)  # 1.0% over 12 trials, 3.0% over 21
+    assert "flat" in flat_reason(history, BudgetPolicy(window=12, min_gain=0.02, min_trials=18))
+    assert flat_reason(history, BudgetPolicy(window=21, min_gain=0.02, min_trials=18)) is None
+    # The same curve in batches of 2: 12 trials are 6 batches, over which the best gained 3.0%.
+    assert flat_reason(batches(10.0, 10.0, 10.0, 10.0, 9.8, 9.8, 9.75, 9.72, 9.7, size=2),
+                       BudgetPolicy(window=12, min_gain=0.02, min_trials=18)) is None
+
+
+def test_the_default_policy_gives_the_largest_kernel_time_to_improve():
+    """Session 6's first version stopped the kernel with the largest share after 6 batches of 3 (18 trials)."""
+    stalled = batches(4.1, 4.1, 4.1, 4.1, 4.1, 4.1)  # 18 trials without a better schedule
+    assert flat_reason(stalled, BudgetPolicy()) is None
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +90,8 @@ def test_policy_state_stops_a_flat_task_once_and_says_why():
 
     state = PolicyState(POLICY)
     space = _traces("matmul")
-    for batch, best in enumerate([10.0, 6.0, 6.0, 6.0, 6.0, 5.99]):  # 0.17% over the last 4 batches
-        reason = state.observe(3, "fused_matmul", [best, best + 1.0], space)
+    for batch, best in enumerate([10.0, 6.0, 6.0, 6.0, 6.0, 5.99]):  # 0.17% over the last 12 trials
+        reason = state.observe(3, "fused_matmul", [best, best + 1.0], space, candidates=3)
         assert (reason is None) == (batch < 5)
     assert state.stopped == {3: ("fused_matmul", reason)} and "flat" in reason
     assert state.observe(3, "fused_matmul", [1.0], space) is None  # decided once, never again
