@@ -1,7 +1,7 @@
 """`python -m compiler.bench --models all`: AttendNeXt against its paper's four baselines on one target.
 
-Every model is built with this target's (and CPU's) tuning database for it, or untuned when it has none
-(marked so), and measured with ONNX Runtime and PyTorch eager (host only) in interleaved rounds that take
+Every model is built with a tuning database of one common CPU (this CPU's when it has every model's, else
+another CPU's that has), or with its own lookup, or untuned when it has none (marked so), and measured with ONNX Runtime and PyTorch eager (host only) in interleaved rounds that take
 every engine of every model in turn, so that load on a shared machine falls on all of them alike. The
 figures that compare are AttendNeXt's speed-ups against each baseline within one engine.
 """
@@ -28,14 +28,34 @@ def model_names(spec: str) -> list:
     return sorted(dict.fromkeys(names), key=lambda name: name != REFERENCE)
 
 
+def common_databases(preset, names, layout=None) -> dict:
+    """name -> database folder, every one tuned for the same CPU: this CPU's when it has all the models, else
+    the first other CPU that has (same vector width first). Backbones are compared tuned alike, not each with
+    whichever CPU's database its own lookup finds. {} when no CPU has them all (each model then looks up its
+    own, and the notes name the budgets)."""
+    from . import tuning_db
+    from .pipeline import DEFAULT_LAYOUT
+
+    layout = layout or DEFAULT_LAYOUT
+    reference = type("Named", (), {"name": names[0]})  # tuning_db's lookups read only the name
+    others = [db.path.parent.name for db in tuning_db.foreign_databases(preset, reference, "stock", layout)]
+    for cpu in [tuning_db.cpu_of(preset), *others]:
+        paths = {name: tuning_db.default_path(preset.name, cpu, name, "stock", layout) for name in names}
+        if all((path / tuning_db.RECORDS).is_file() for path in paths.values()):
+            return paths
+    return {}
+
+
 def build_models(preset, names, layout=None) -> dict:
-    """name -> CompileResult, each with the target's own database for that model (or none)."""
+    """name -> CompileResult, each with a database of one common CPU (common_databases), else its own lookup."""
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-models-"))
+    databases = common_databases(preset, names, layout)
     builds = {}
     for index, name in enumerate(names, 1):
         say(f"[{index}/{len(names)}] building {name} for {preset.name}")
+        database = str(databases[name]) if name in databases else None
         builds[name] = compile_model(CompileOptions(target=preset.name, model=name, layout=layout,
-                                                    out=str(work / name)))
+                                                    database=database, out=str(work / name)))
     return builds
 
 

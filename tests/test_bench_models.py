@@ -81,3 +81,29 @@ def test_models_json_with_a_tiny_tuned_database_and_an_untuned_model(tmp_path):
     markdown = out.with_suffix(".md").read_text()
     assert "| attendnext |" in markdown and "untuned" in markdown and "Untuned (no tuning database" in markdown
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_backbones_are_compared_with_databases_of_one_cpu(tmp_path, monkeypatch):
+    """This CPU has a database for AttendNeXt only; another CPU has all three models: all three come from it."""
+    from compiler import targets, tuning_db
+
+    monkeypatch.setenv("DCAC_TUNING_LOGS", str(tmp_path))
+    preset = targets.load("host")
+    here = tuning_db.cpu_of(preset)
+    names = ["attendnext", "fbnet_c", "mobileone_s1"]
+
+    def make(cpu, name):
+        folder = tuning_db.default_path("host", cpu, name, "stock", "prepack")
+        folder.mkdir(parents=True)
+        (folder / tuning_db.RECORDS).write_text("")
+
+    make(here, "attendnext")
+    assert bench_models.common_databases(preset, names, "prepack") == {}  # no CPU has all three yet
+    for name in names:
+        make("othercpu", name)
+    chosen = bench_models.common_databases(preset, names, "prepack")
+    assert {name: path.parent.name for name, path in chosen.items()} == dict.fromkeys(names, "othercpu")
+    for name in names[1:]:
+        make(here, name)
+    chosen = bench_models.common_databases(preset, names, "prepack")
+    assert {path.parent.name for path in chosen.values()} == {here}  # this CPU's own, once it has them all
