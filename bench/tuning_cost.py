@@ -94,13 +94,13 @@ def measure_all(work: Path, shipped, runs: int) -> tuple:
     """Every checkpoint library of every run, the shipped build and ONNX Runtime, in interleaved rounds."""
     from compiler.bench import bench_image, host_engines, interleaving, measure, say, tvm_timer
     from compiler.runtime import Model
-    from compiler.tuning_checkpoint import read_log
+    from compiler.tuning_checkpoint import library_path, read_log
 
     timers, points = {"shipped": tvm_timer(Model(shipped.library))}, {}
     for name in RUNS:
         for checkpoint in read_log(work / name)["checkpoints"]:
             label = f"{name}@{checkpoint['trials']}"
-            timers[label] = tvm_timer(Model(checkpoint["library"]))
+            timers[label] = tvm_timer(Model(library_path(checkpoint)))
             points[label] = (name, checkpoint)
     timers["ONNX Runtime"] = host_engines(2, bench_image())["ONNX Runtime"]
     rounds, per_round = interleaving(runs)

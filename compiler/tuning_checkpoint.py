@@ -19,6 +19,20 @@ from typing import Callable, Optional
 from . import atomic, database_files
 
 CHECKPOINTS = "checkpoints.json"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shown(path: Path) -> str:
+    """A library's path as the log keeps it: relative to the project when inside it (the log is committed
+    beside a shipped database and must not name one machine's folders)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def library_path(entry: dict) -> Path:
+    """Where a logged checkpoint's library is (a relative path is the project's)."""
+    path = Path(entry["library"])
+    return path if path.is_absolute() else ROOT / path
 
 
 def next_due(trials: int, every: int) -> int:
@@ -68,7 +82,7 @@ class Checkpointer:
         entry = {"trials": trials, "minutes": round(minutes, 3), "latency_ms": round(timing["median_ms"], 4),
                  "p90_ms": round(timing["p90_ms"], 4), "runs": timing["runs"],
                  "estimated_ms": None if estimated_ms is None else round(estimated_ms, 4),
-                 "library": str(library), "checkpoint_seconds": 0.0,
+                 "library": shown(library), "checkpoint_seconds": 0.0,
                  "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         entry["checkpoint_seconds"] = round(time.time() - started, 1)
         self.paused += time.time() - started

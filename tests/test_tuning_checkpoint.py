@@ -80,3 +80,11 @@ def test_minutes_count_from_the_runs_start(tmp_path):
     entry = Checkpointer(tmp_path, 4, 101, build, measure, tmp_path / "libs", {}, run_started=started).maybe(
         101, say=lambda message: None)
     assert 1.4 < entry["minutes"] < 1.6
+
+
+def test_a_library_inside_the_project_is_logged_relative_to_it():
+    """The log ships beside a database: it must not name one machine's folders."""
+    from compiler.tuning_checkpoint import ROOT, library_path, shown
+
+    assert shown(ROOT / "build" / "checkpoints" / "x.so") == "build/checkpoints/x.so"
+    assert library_path({"library": "build/checkpoints/x.so"}) == ROOT / "build" / "checkpoints" / "x.so"
