@@ -1,9 +1,10 @@
 """`python -m compiler.bench --models all`: AttendNeXt against its paper's four baselines on one target.
 
 Every model is built with a tuning database of one common CPU (this CPU's when it has every model's, else
-another CPU's that has), or with its own lookup, or untuned when it has none (marked so), and measured with ONNX Runtime and PyTorch eager (host only) in interleaved rounds that take
-every engine of every model in turn, so that load on a shared machine falls on all of them alike. The
-figures that compare are AttendNeXt's speed-ups against each baseline within one engine.
+another CPU's that has), or with its own lookup, or untuned when it has none (marked so), and measured with
+ONNX Runtime and PyTorch eager (host only) in interleaved rounds that take every engine of every model in
+turn, so that load on a shared machine falls on all of them alike. The figures that compare are
+AttendNeXt's speed-ups against each baseline within one engine.
 """
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ def common_databases(preset, names, layout=None) -> dict:
     from .pipeline import DEFAULT_LAYOUT
 
     layout = layout or DEFAULT_LAYOUT
-    reference = type("Named", (), {"name": names[0]})  # tuning_db's lookups read only the name
-    others = [db.path.parent.name for db in tuning_db.foreign_databases(preset, reference, "stock", layout)]
+    others = [db.path.parent.name for db in tuning_db.foreign_databases(preset, names[0], "stock", layout)]
     for cpu in [tuning_db.cpu_of(preset), *others]:
         paths = {name: tuning_db.default_path(preset.name, cpu, name, "stock", layout) for name in names}
         if all((path / tuning_db.RECORDS).is_file() for path in paths.values()):

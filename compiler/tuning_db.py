@@ -173,10 +173,10 @@ def preferred_layout(preset, model, fusion: str, default: str, explicit: Optiona
     return next((layout for layout in ("plain", "prepack") if (own(layout) / RECORDS).is_file()), default)
 
 
-def foreign_databases(preset, model, fusion: str, layout: str) -> list:
+def foreign_databases(preset, model_name: str, fusion: str, layout: str) -> list:
     """Databases of this preset, model, fusion and layout tuned for other CPUs, same vector ISA first."""
     here = cpu_of(preset)
-    name = folder_name(model.name, fusion, layout)
+    name = folder_name(model_name, fusion, layout)
     found = [TuningDatabase(folder / name) for folder in sorted((logs_root() / preset.name).glob("*"))
              if folder.is_dir() and folder.name != here and (folder / name / RECORDS).is_file()]
     wide = "avx512f" in _host_features() if preset.is_host else None
@@ -214,7 +214,7 @@ def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: 
             say(f"note: applying --database {explicit} on purpose: tuned for CPU {database.describe_cpu()}, "
                 f"this build is for '{here}'")
     elif not database.exists():
-        foreign = foreign_databases(preset, model, fusion, layout)
+        foreign = foreign_databases(preset, model.name, fusion, layout)
         if not foreign:
             return None
         database = foreign[0]
