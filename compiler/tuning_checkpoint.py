@@ -82,9 +82,8 @@ class Checkpointer:
         entry = {"trials": trials, "minutes": round(minutes, 3), "latency_ms": round(timing["median_ms"], 4),
                  "p90_ms": round(timing["p90_ms"], 4), "runs": timing["runs"],
                  "estimated_ms": None if estimated_ms is None else round(estimated_ms, 4),
-                 "library": shown(library), "checkpoint_seconds": 0.0,
+                 "library": shown(library), "checkpoint_seconds": round(time.time() - started, 1),
                  "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        entry["checkpoint_seconds"] = round(time.time() - started, 1)
         self.paused += time.time() - started
         self.log["checkpoints"] = [c for c in self.log["checkpoints"] if c["trials"] != trials] + [entry]
         self.log["device"] = self.device

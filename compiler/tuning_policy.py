@@ -103,9 +103,9 @@ def make_policy_callback(state: PolicyState):
     return StopWhatCannotPay()
 
 
-def stoppable_search(inner, task_id: int, state: Optional[PolicyState]):
+def stoppable_search(inner, task_id: int, state: PolicyState):
     """`inner` (a MetaSchedule search strategy) for task `task_id`, answering "no candidates" once `state`
-    has stopped that task; with no state it behaves exactly as `inner`."""
+    has stopped that task."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
@@ -121,7 +121,7 @@ def stoppable_search(inner, task_id: int, state: Optional[PolicyState]):
             inner.post_tuning()
 
         def generate_measure_candidates(self):
-            if state is not None and task_id in state.stopped:
+            if task_id in state.stopped:
                 return None
             return inner.generate_measure_candidates()
 
@@ -134,9 +134,10 @@ def stoppable_search(inner, task_id: int, state: Optional[PolicyState]):
     return StoppableSearch()
 
 
-def tune_contexts(tasks, work_dir: str, make_strategy, state: Optional[PolicyState]):
-    """One TuneContext per extracted task (as MetaSchedule's `extracted_tasks_to_tune_contexts` makes them),
-    each with its own `make_strategy()` wrapped in `stoppable_search`; returns (contexts, weights)."""
+def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
+    """One TuneContext per extracted task (as MetaSchedule's `extracted_tasks_to_tune_contexts` makes them,
+    skipping a task already scheduled), each with its own `make_strategy()` wrapped in `stoppable_search`;
+    returns (contexts, weights)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
     from tvm.s_tir.meta_schedule.utils import fork_seed
@@ -144,6 +145,8 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: Optional[PolicySta
     contexts, weights = [], []
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
     for task, logger, rand_state in zip(tasks, loggers, fork_seed(None, n=len(tasks))):
+        if task.mod.attrs.get("tirx.is_scheduled", False):
+            continue
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
             search_strategy=stoppable_search(make_strategy(), len(contexts), state), task_name=task.task_name,
