@@ -150,8 +150,6 @@ class BuildPlan:
 
 
 def compile_model(options: CompileOptions) -> CompileResult:
-    import tvm
-
     started = time.time()
     preset = targets.load(options.target)
     link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work

@@ -18,7 +18,6 @@ import os
 import statistics
 
 import numpy as np
-import tvm
 
 SIDECAR_SCHEMA = 1
 
@@ -59,6 +58,9 @@ class Model:
             raise ModelError(f"{library_path} has sha256 {actual[:12]}..., its sidecar expects "
                              f"{self.sidecar['library_sha256'][:12]}...: the library was swapped or corrupted; "
                              "copy the .so and .json from the same build")
+        import tvm  # here, not at the top: the compiler imports this file for its sha256 and schema, and a
+        # command that fails on bad input should not pay TVM's start-up (seconds) to say so
+
         if session is None:
             library = tvm.runtime.load_module(library_path)
             self.device = tvm.cpu()
@@ -90,6 +92,8 @@ class Model:
             if missing or len(named) != len(self.inputs):
                 raise ModelError(f"inputs by name must be exactly {', '.join(i['name'] for i in self.inputs)}")
             arrays = tuple(named[i["name"]] for i in self.inputs)
+        import tvm
+
         device_arrays = [tvm.runtime.tensor(a, self.device) for a in self._check(arrays)]
         self.vm.set_input("main", *device_arrays)
 

@@ -7,6 +7,7 @@ own board needs no change here: `--target path/to/board.json` loads that file.
 The presets are package data: pyproject.toml installs the repository's targets/ folder as the package
 `compiler.presets`, read through importlib.resources, so a wheel or a non-editable install has them.
 """
+import functools
 import importlib.resources
 import json
 import os
@@ -34,9 +35,15 @@ TARGETS_DIR = _presets_folder()
 class Preset:
     name: str
     description: str
-    target: dict
+    declared_target: dict  # as the preset file says it: "native" and "auto" stand for this machine's values
     cross_triple: Optional[str]
     rpc_key: str
+
+    @functools.cached_property
+    def target(self) -> dict:
+        """The target with this machine's values filled in; resolved on first use, since naming the host's
+        CPU loads TVM (seconds), which a command refusing bad input should not wait for."""
+        return _resolve_host_values(self.declared_target)
 
     @property
     def is_host(self) -> bool:
@@ -119,7 +126,7 @@ def load(name: str) -> Preset:
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name:
             raise TypeError(f"its name must be a non-empty string, not {name!r}")
-        return Preset(name=name, description=data["description"], target=_resolve_host_values(data["target"]),
+        return Preset(name=name, description=data["description"], declared_target=dict(data["target"]),
                       cross_triple=data["cross_triple"], rpc_key=data["rpc_key"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"target preset {path} is malformed ({_one_line(err)}): it needs description, target, "

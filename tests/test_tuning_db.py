@@ -16,8 +16,8 @@ MODEL = SimpleNamespace(name="tiny")
 
 def fake_preset(cpu: str):
     host = targets.load("host")
-    return targets.Preset(name="host", description="test", target=dict(host.target, mcpu=cpu), cross_triple=None,
-                          rpc_key="host")
+    return targets.Preset(name="host", description="test", declared_target=dict(host.target, mcpu=cpu),
+                          cross_triple=None, rpc_key="host")
 
 
 def make_database(root, cpu: str, layout: str = "plain", fingerprint=None):
