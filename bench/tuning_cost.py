@@ -107,7 +107,21 @@ def trials_to_within(curve, target_ms: float):
     return next((trials for trials, _, latency in sorted(curve) if latency <= target_ms * (1 + WITHIN)), None)
 
 
-def report(times: dict, points: dict, shipped, commands: dict, budgets: dict, seed: str, command: str) -> dict:
+def latency_at(curve, trials: float):
+    """The latency of the last checkpoint within `trials` (None if there is none)."""
+    within = [point for point in curve if point[0] <= trials]
+    return within[-1][2] if within else None
+
+
+def tuning_sessions(folder: Path) -> list:
+    """How the run's database was tuned, one entry per invocation (a resumed run has several): its budget, the
+    trials it started from, batch size, population and checkpoint spacing, from the database's provenance."""
+    keys = ("budget", "trials_before", "trials_per_iter", "search_population", "checkpoint_every", "minutes")
+    provenance = json.loads((folder / "provenance.json").read_text())
+    return [{key: run[key] for key in keys if key in run} for run in provenance.get("runs", [])]
+
+
+def report(work: Path, times: dict, points: dict, shipped, commands: dict, budgets: dict, seed: str, command: str) -> dict:
     from statistics import median
 
     from compiler.bench import database_summary, machine
@@ -123,6 +137,7 @@ def report(times: dict, points: dict, shipped, commands: dict, budgets: dict, se
                       "in_run_curve": [[c["trials"], c["minutes"], c["latency_ms"]]
                                        for label, (run, c) in sorted(points.items(), key=lambda p: p[1][1]["trials"])
                                        if run == name]}
+        runs[name]["tuned_in"] = tuning_sessions(work / name)
     runs["seeded"]["seed"] = seed
     goals = {"empty": database["trials"] / 4, "seeded": database["trials"] / 10}
     return {"machine": machine(), "command": command, "runs_per_build": len(times["shipped"]),
@@ -130,7 +145,9 @@ def report(times: dict, points: dict, shipped, commands: dict, budgets: dict, se
                         "database": database["path"], "cpu": database["cpu"]},
             "onnxruntime_ms": round(median(times["ONNX Runtime"]), 3), "runs": runs,
             "goals": {name: {"trials_at_most": limit, "met": runs[name]["trials_to_within_5pct"] is not None
-                             and runs[name]["trials_to_within_5pct"] <= limit} for name, limit in goals.items()},
+                             and runs[name]["trials_to_within_5pct"] <= limit,
+                             "latency_at_limit_ms": latency_at(runs[name]["curve"], limit)}
+                      for name, limit in goals.items()},
             "notes": ["Latencies: medians of one side-by-side pass over every build (interleaved rounds), on the "
                       "host (x86), not an ARM board. Minutes: tuning time of each run, checkpoints excluded.",
                       "in_run_curve: the same checkpoints as timed during tuning (other load then)."]}
@@ -147,7 +164,9 @@ def render(result: dict) -> str:
     for name, run in result["runs"].items():
         best = min(run["curve"], key=lambda point: point[2]) if run["curve"] else [None, None, float("nan")]
         goal = result["goals"].get(name)
-        goal_text = (f"<= {goal['trials_at_most']:.0f}: {'met' if goal['met'] else 'missed'}" if goal else "-")
+        at_limit = goal and goal["latency_at_limit_ms"]
+        goal_text = (f"<= {goal['trials_at_most']:.0f}: {'met' if goal['met'] else 'missed'}"
+                     + (f" ({at_limit:.2f} ms at the limit)" if at_limit else "") if goal else "-")
         lines.append(f"| {name} | {run['budget']} | {run['trials_to_within_5pct'] or 'not reached'} | {goal_text} | "
                      f"{best[2]:.2f} | {best[0]} |")
     lines += ["", *result["notes"]]
@@ -221,7 +240,7 @@ def main(argv=None) -> int:
         return 0
     times, points = measure_all(work, shipped, args.runs)
     command = " ".join(["python bench/tuning_cost.py", *(argv if argv is not None else sys.argv[1:])])
-    result = report(times, points, shipped, commands, budgets, seed, command)
+    result = report(work, times, points, shipped, commands, budgets, seed, command)
     text = render(result)
     print(text)
     if args.json:

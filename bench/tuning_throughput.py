@@ -23,7 +23,9 @@ from compiler.api import ROOT  # noqa: E402
 from compiler.onnx_export import export_attendnext  # noqa: E402
 
 
-def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> float:
+def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> dict:
+    """Trials per minute of one configuration: over the whole command (start-up included) and steady (from its
+    first measured batch on)."""
     preset = targets.load(preset_name)
     if preset_name not in mod_cache:
         model = onnx_model.load(ROOT / "build" / "attendnext.onnx")
@@ -33,7 +35,8 @@ def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> float:
     started = time.time()
     summary = tuning.tune(mod, preset, database, options, model.sha256, pipeline.fingerprint("stock"))
     minutes = (time.time() - started) / 60
-    return summary.trials_run / minutes
+    return {"whole_run": round(summary.trials_run / minutes, 2), "minutes": round(minutes, 2),
+            "steady": summary.steady_trials_per_minute and round(summary.steady_trials_per_minute, 2)}
 
 
 def plot(rows, path: Path, emulated: bool) -> None:
@@ -46,8 +49,15 @@ def plot(rows, path: Path, emulated: bool) -> None:
     from compiler import atomic
 
     figure, axis = plt.subplots(figsize=(7, 4))
-    axis.bar([name.split(", ")[-1] for name, _ in rows], [rate for _, rate in rows])
+    names = [name.split(", ")[-1] for name, _ in rows]
+    positions = range(len(rows))
+    axis.bar([p - 0.2 for p in positions], [rate["steady"] or 0 for _, rate in rows], width=0.4,
+             label="steady (from the first measured batch)")
+    axis.bar([p + 0.2 for p in positions], [rate["whole_run"] for _, rate in rows], width=0.4,
+             label="whole run (start-up included)")
+    axis.set_xticks(list(positions), names)
     axis.set_ylabel("trials per minute")
+    axis.legend(fontsize=8)
     axis.set_title("AttendNeXt tuning throughput" + (
         "\nEMULATED servers (qemu on this host): the farm's machinery, not ARM speed" if emulated else ""))
     figure.tight_layout()
@@ -73,10 +83,14 @@ def main() -> int:
         for servers in (int(n) for n in args.servers.split(",")):
             rate = run("rpi4", tuning.TuneOptions(trials=args.trials, servers=servers, trials_per_iter=8), cache)
             rows.append((f"rpi4 (emulated), {servers} server(s)", rate))
-    print("\n| configuration | trials per minute |\n| --- | ---: |")
+    print("\n| configuration | trials per minute, steady | trials per minute, whole run | minutes |\n"
+          "| --- | ---: | ---: | ---: |")
     for name, rate in rows:
-        print(f"| {name} | {rate:.1f} |")
-    print(f"ratio: {rows[1][1] / rows[0][1]:.2f}x ({rows[1][0]} vs {rows[0][0]}), {args.trials} trials each")
+        print(f"| {name} | {rate['steady'] or float('nan'):.1f} | {rate['whole_run']:.1f} | {rate['minutes']:.1f} |")
+    base = rows[0][1]["steady"]
+    for name, rate in rows[1:]:
+        if base and rate["steady"]:
+            print(f"steady ratio: {rate['steady'] / base:.2f}x ({name} vs {rows[0][0]}), {args.trials} trials each")
     if args.json:
         from compiler import atomic
         from compiler.bench import machine

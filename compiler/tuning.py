@@ -61,6 +61,7 @@ class TuneSummary:
     failures: Dict[str, int] = field(default_factory=dict)
     estimated_ms: Optional[float] = None
     seconds: float = 0.0
+    steady_trials_per_minute: Optional[float] = None  # from the first measured batch on (start-up excluded)
     seed: Optional[object] = None  # tuning_seed.SeedSummary when the run was seeded
     stopped: Dict[str, str] = field(default_factory=dict)  # task -> why the budget policy stopped it
 
@@ -135,6 +136,15 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
             self.failures = collections.Counter()
             self.estimate_ms: Optional[float] = None
             self.no_servers_left = False
+            self.batches = []  # (time, trials so far) after each measured batch
+
+        def steady_rate(self) -> Optional[float]:
+            """Trials per minute from the first measured batch to the last: the farm's steady pace, without its
+            start-up (servers, task extraction, the first builds), which a short benchmark run would be mostly."""
+            if len(self.batches) < 2 or self.batches[-1][0] <= self.batches[0][0]:
+                return None
+            (start, first), (end, last) = self.batches[0], self.batches[-1]
+            return (last - first) / ((end - start) / 60)
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             tasks = task_scheduler.tasks_
@@ -147,6 +157,7 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
                 self.best[task_id] = min(self.best.get(task_id, float("inf")), seconds)
             self.estimate_ms = sum(tasks[t].task_weight * s for t, s in self.best.items()) * 1e3
             self.bar.update(len(runner_results))
+            self.batches.append((time.time(), self.bar.n))
             self.bar.set_postfix_str(f"est {self.estimate_ms:.2f} ms ({len(self.best)}/{len(tasks)} tasks) "
                                      f"failed {sum(self.failures.values())}")
             if checkpointer is not None:
@@ -318,6 +329,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         if checkpointer is not None and not interrupted:  # where the run ended: the curve's last point
             checkpointer.final(database.record_count(), progress.estimate_ms)
         summary.failures = dict(progress.failures)
+        summary.steady_trials_per_minute = progress.steady_rate()
         summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
 
