@@ -211,8 +211,8 @@ def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: 
                             f"({WORKLOADS} and {RECORDS}): give a folder written by --tune")
         check_fingerprint(database, fingerprint, allow_stale)
         if database.cpu not in (None, here):
-            say(f"note: applying --database {explicit} on purpose: tuned for CPU {database.describe_cpu()}, "
-                f"this build is for '{here}'")
+            say(f"note: applying the database {explicit}, tuned for CPU {database.describe_cpu()}, to a build for "
+                f"'{here}'")
     elif not database.exists():
         foreign = foreign_databases(preset, model.name, fusion, layout)
         if not foreign:

@@ -64,7 +64,8 @@ def test_explicit_database_is_applied_on_purpose_and_says_so(logs, capsys):
     other = make_database(logs, "cpu-b")
     chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", str(other.path), False, "plain")
     assert chosen.path == other.path
-    assert "applying --database" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"applying the database {other.path}, tuned for CPU 'cpu-b'" in said and "to a build for 'cpu-a'" in said
 
 
 def test_database_of_another_pipeline_is_refused_unless_overridden(logs):

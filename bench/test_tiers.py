@@ -1,0 +1,68 @@
+"""How long each tier of the test suite takes on this machine, timed as a user runs it (`make test-fast` is the
+fast tier's pytest selection, `make test` the full suite's), with the machine and its load recorded beside it.
+
+    .venv/bin/python bench/test_tiers.py --tier fast --json bench/results/test-tiers-fast.json
+
+The README's Tests section quotes these files; rerun on a quiet machine to regenerate a figure. The fast tier
+has a one-time cost on a new machine (zig builds its aarch64 libc on the first cross link, about a minute):
+run it twice to time it warm.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compiler import atomic  # noqa: E402
+
+TIERS = {"fast": ["-m", "not emulated and not slow"], "full": []}  # the selections of make test-fast / make test
+COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|error|errors)\b")
+
+
+def run_tier(tier: str) -> dict:
+    """Run the tier's pytest selection once; its counts, wall time and the load it started under."""
+    command = [sys.executable, "-m", "pytest", *TIERS[tier], "-q", "-p", "no:cacheprovider"]
+    load_before = os.getloadavg()[0]
+    started = time.time()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.time() - started
+    summary = [line for line in result.stdout.splitlines() if " in " in line and COUNTS.search(line)]
+    counts = {kind: int(n) for n, kind in COUNTS.findall(summary[-1])} if summary else {}
+    return {"tier": tier, "pytest_args": TIERS[tier], "exit_code": result.returncode, "counts": counts,
+            "wall_seconds": round(seconds, 1), "load_average_before": round(load_before, 2),
+            "summary_line": summary[-1].strip("= ") if summary else result.stdout[-400:]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tier", choices=sorted(TIERS), default="fast")
+    parser.add_argument("--json", help="write the result here (and .md beside it)")
+    args = parser.parse_args(argv)
+    from compiler.bench import machine
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    result = {"command": " ".join(["python bench/test_tiers.py", *(argv if argv is not None else sys.argv[1:])]),
+              "machine": machine(), "commit": head.stdout.strip() or None, **run_tier(args.tier)}
+    minutes, seconds = divmod(round(result["wall_seconds"]), 60)
+    text = (f"Test tier `{args.tier}` on {result['machine']['cpu_model']} ({result['machine']['llvm_cpu']}, "
+            f"{result['machine']['cores']} cores), commit {result['commit']}: {result['summary_line']}; "
+            f"{minutes} min {seconds} s wall (load average {result['load_average_before']} at the start). "
+            f"Command: `{result['command']}`\n")
+    print(text, end="")
+    if result["exit_code"] != 0:  # a failing run's time is not a figure to quote: nothing written
+        print(f"the {args.tier} tier failed (pytest exit code {result['exit_code']}); no results file written",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        atomic.write_json(args.json, result)
+        atomic.write_text(Path(args.json).with_suffix(".md"), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
