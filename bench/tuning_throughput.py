@@ -25,7 +25,7 @@ from compiler.onnx_export import export_attendnext  # noqa: E402
 
 def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> dict:
     """Trials per minute of one configuration: over the whole command (start-up included) and steady (from its
-    first measured batch on)."""
+    first batch's build on)."""
     preset = targets.load(preset_name)
     if preset_name not in mod_cache:
         model = onnx_model.load(ROOT / "build" / "attendnext.onnx")
@@ -52,7 +52,7 @@ def plot(rows, path: Path, emulated: bool) -> None:
     names = [name.split(", ")[-1] for name, _ in rows]
     positions = range(len(rows))
     axis.bar([p - 0.2 for p in positions], [rate["steady"] or 0 for _, rate in rows], width=0.4,
-             label="steady (from the first measured batch)")
+             label="steady (from the first batch's build)")
     axis.bar([p + 0.2 for p in positions], [rate["whole_run"] for _, rate in rows], width=0.4,
              label="whole run (start-up included)")
     axis.set_xticks(list(positions), names)

@@ -9,6 +9,7 @@ so boards need no compiler.
 """
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
@@ -56,6 +57,7 @@ class PersistentBuilder(ms.builder.PyBuilder):
         self.recycle_after = recycle_after
         self.pool = None
         self.batches = 0
+        self.first_build_at = None  # when the first batch came to be built: the run's start-up ends there
 
     def _pool(self) -> PopenPoolExecutor:
         if self.pool is None or self.batches >= self.recycle_after:
@@ -66,6 +68,8 @@ class PersistentBuilder(ms.builder.PyBuilder):
         return self.pool
 
     def build(self, build_inputs):
+        if self.first_build_at is None:
+            self.first_build_at = time.time()
         jobs = [(build_candidate, self.export, item.mod, item.target, None) for item in build_inputs]
         results = []
         for outcome in self._pool().map_with_error_catching(lambda job: _worker_func(*job), jobs):

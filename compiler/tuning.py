@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .device import describe_device, open_device
-from .tuning_policy import BudgetPolicy, PolicyState, make_policy_callback, tune_contexts
+from .tuning_policy import BudgetPolicy, PolicyState, earlier_stops, make_policy_callback, tune_contexts
 from .errors import DeviceError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ class TuneSummary:
     failures: Dict[str, int] = field(default_factory=dict)
     estimated_ms: Optional[float] = None
     seconds: float = 0.0
-    steady_trials_per_minute: Optional[float] = None  # from the first measured batch on (start-up excluded)
+    steady_trials_per_minute: Optional[float] = None  # from the first batch's build on (start-up excluded)
     seed: Optional[object] = None  # tuning_seed.SeedSummary when the run was seeded
     stopped: Dict[str, str] = field(default_factory=dict)  # task -> why the budget policy stopped it
 
@@ -136,15 +136,6 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
             self.failures = collections.Counter()
             self.estimate_ms: Optional[float] = None
             self.no_servers_left = False
-            self.batches = []  # (time, trials so far) after each measured batch
-
-        def steady_rate(self) -> Optional[float]:
-            """Trials per minute from the first measured batch to the last: the farm's steady pace, without its
-            start-up (servers, task extraction, the first builds), which a short benchmark run would be mostly."""
-            if len(self.batches) < 2 or self.batches[-1][0] <= self.batches[0][0]:
-                return None
-            (start, first), (end, last) = self.batches[0], self.batches[-1]
-            return (last - first) / ((end - start) / 60)
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             tasks = task_scheduler.tasks_
@@ -157,7 +148,6 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
                 self.best[task_id] = min(self.best.get(task_id, float("inf")), seconds)
             self.estimate_ms = sum(tasks[t].task_weight * s for t, s in self.best.items()) * 1e3
             self.bar.update(len(runner_results))
-            self.batches.append((time.time(), self.bar.n))
             self.bar.set_postfix_str(f"est {self.estimate_ms:.2f} ms ({len(self.best)}/{len(tasks)} tasks) "
                                      f"failed {sum(self.failures.values())}")
             if checkpointer is not None:
@@ -261,7 +251,8 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             builder.close = lambda: None
         else:
             builder = PersistentBuilder(link, max_workers=workers)
-        policy_state = PolicyState(options.budget_policy) if options.budget_policy is not None else None
+        policy_state = (PolicyState(options.budget_policy, earlier_stops(database.provenance))
+                        if options.budget_policy is not None else None)
         if policy_state is None:  # MetaSchedule's own contexts, as tune_relax makes them
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 tasks, work_dir=str(database.path / "logs"),
@@ -270,6 +261,12 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
             contexts, weights = tune_contexts(
                 tasks, str(database.path / "logs"),
                 lambda: ms.search_strategy.EvolutionarySearch(population_size=population), policy_state)
+            if not contexts:
+                print("tuning: every task was stopped by the budget policy in an earlier run of this database: "
+                      "nothing left to tune (--budget-policy off tunes them all again)", file=sys.stderr)
+                summary.stopped.update(policy_state.reasons())
+                builder.close()
+                return _finish(summary, database, started)
         cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
                                                     tree_method="auto")
         if seed is not None:
@@ -329,9 +326,20 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         if checkpointer is not None and not interrupted:  # where the run ended: the curve's last point
             checkpointer.final(database.record_count(), progress.estimate_ms)
         summary.failures = dict(progress.failures)
-        summary.steady_trials_per_minute = progress.steady_rate()
+        summary.steady_trials_per_minute = _steady_rate(progress.bar.n - spent,
+                                                        getattr(builder, "first_build_at", None))
         summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
+
+
+def _steady_rate(trials: int, first_build_at: Optional[float]) -> Optional[float]:
+    """Trials per minute from the first batch's build to the end: the farm's pace without its start-up (servers,
+    task extraction, the builder's pool), which would be most of a short benchmark run. Measured from the builder,
+    not from the measure callbacks: MetaSchedule reports a task's batch only when it picks the task again, so
+    callbacks arrive in bursts."""
+    if not trials or first_build_at is None or time.time() <= first_build_at:
+        return None
+    return trials / ((time.time() - first_build_at) / 60)
 
 
 def _checkpointer(database, preset, reached, device, options: TuneOptions, spent: int, records, build_checkpoint,

@@ -59,10 +59,13 @@ class PolicyState:
     """What the policy decided, shared by its measure callback (which decides) and the tasks' search
     strategies (which act on it): task index -> (task name, reason)."""
 
-    def __init__(self, policy: BudgetPolicy):
+    def __init__(self, policy: BudgetPolicy, earlier: Optional[Dict[str, str]] = None):
         self.policy = policy
         self.history: Dict[int, List[tuple]] = {}  # task -> [(trials so far, best seconds)] per batch
         self.stopped: Dict[int, tuple] = {}
+        # Tasks an earlier run of the same database stopped (name -> reason): a resumed run gives them no context,
+        # so raising the budget does not re-spend a warm-up batch on each of them.
+        self.earlier: Dict[str, str] = dict(earlier or {})
 
     def observe(self, task_id: int, task_name: str, times: List[float], traces, candidates: int = 0) -> Optional[str]:
         """Record one batch of a task (its successful mean run times, its candidates' traces, how many
@@ -83,8 +86,16 @@ class PolicyState:
         return reason
 
     def reasons(self) -> Dict[str, str]:
-        """Stopped task name -> reason, for the summary and the report."""
-        return {name: reason for name, reason in self.stopped.values()}
+        """Stopped task name -> reason (earlier runs' stops included), for the summary and the report."""
+        return {**self.earlier, **{name: reason for name, reason in self.stopped.values()}}
+
+
+def earlier_stops(provenance: dict) -> Dict[str, str]:
+    """Every task the policy stopped in the database's earlier runs (provenance runs' `stopped_tasks`)."""
+    stops: Dict[str, str] = {}
+    for run in provenance.get("runs") or []:
+        stops.update(run.get("stopped_tasks") or {})
+    return stops
 
 
 def make_policy_callback(state: PolicyState):
@@ -136,8 +147,8 @@ def stoppable_search(inner, task_id: int, state: PolicyState):
 
 def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     """One TuneContext per extracted task (as MetaSchedule's `extracted_tasks_to_tune_contexts` makes them,
-    skipping a task already scheduled), each with its own `make_strategy()` wrapped in `stoppable_search`;
-    returns (contexts, weights)."""
+    skipping a task already scheduled, and a task an earlier run stopped), each with its own `make_strategy()`
+    wrapped in `stoppable_search`; returns (contexts, weights)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
     from tvm.s_tir.meta_schedule.utils import fork_seed
@@ -145,7 +156,7 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     contexts, weights = [], []
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
     for task, logger, rand_state in zip(tasks, loggers, fork_seed(None, n=len(tasks))):
-        if task.mod.attrs.get("tirx.is_scheduled", False):
+        if task.mod.attrs.get("tirx.is_scheduled", False) or task.task_name in state.earlier:
             continue
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",

@@ -5,7 +5,7 @@ every run that resumed into the database, not only the last one.
 """
 import json
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 from . import atomic
 from .tuning_checkpoint import read_log
@@ -19,6 +19,9 @@ class TaskRow:
     weight: int
     trials: int
     best_ms: float  # nan when no valid measurement
+    # the task's trials until its first schedule within 5% of its best: where its curve flattened (None: no
+    # valid measurement). Far below `trials`: budget the task did not need; close to it: it was still improving.
+    converged_at: Optional[int] = None
 
     @property
     def weighted_ms(self) -> float:
@@ -33,27 +36,38 @@ def _workload_hashes(database) -> List[int]:
     return hashes
 
 
-def analyse(database, mod, target):
-    """Per-task rows and the estimated-latency curve [(trial, ms, tasks covered)] over all records."""
+def converged_at(times: List[float], within: float = 0.05) -> Optional[int]:
+    """How many of a task's trials (in measurement order) it took to reach within `within` of its best."""
+    best = min(times, default=float("inf"))
+    if best == float("inf"):
+        return None
+    return next(index for index, seconds in enumerate(times, start=1) if seconds <= best * (1 + within))
+
+
+def analyse(database, mod, target, first: Optional[int] = None):
+    """Per-task rows and the estimated-latency curve [(trial, ms, tasks covered)] over all records (or the
+    `first` ones: the database as it was after that many trials)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm_ffi import structural_hash
 
     tasks = ms.relax_integration.extract_tasks(mod, target)
     by_hash = {structural_hash(task.dispatched[0]) % (1 << 64): task for task in tasks}
     workloads = _workload_hashes(database)
-    best, trials, curve = {}, {}, []
+    best, trials, curve, history = {}, {}, [], {}
     with open(database.record_file) as handle:
-        lines = [line for line in handle if line.strip()]
+        lines = [line for line in handle if line.strip()][:first]
     for index, line in enumerate(lines, start=1):
         workload, record = json.loads(line)
         key = workloads[workload] if workload < len(workloads) else None
         trials[key] = trials.get(key, 0) + 1
         secs = [float(s) for s in record[1]]
+        history.setdefault(key, []).append(sum(secs) / len(secs) if max(secs) < FAILED else float("inf"))
         if max(secs) < FAILED:
             best[key] = min(best.get(key, float("inf")), sum(secs) / len(secs))
         covered = [k for k in best if k in by_hash]
         curve.append((index, sum(by_hash[k].weight * best[k] for k in covered) * 1e3, len(covered)))
-    rows = [TaskRow(task.task_name, int(task.weight), trials.get(key, 0), best.get(key, float("nan")) * 1e3)
+    rows = [TaskRow(task.task_name, int(task.weight), trials.get(key, 0), best.get(key, float("nan")) * 1e3,
+                    converged_at(history.get(key, [])))
             for key, task in by_hash.items()]
     rows.sort(key=lambda row: -row.weighted_ms if row.best_ms == row.best_ms else 0)
     return rows, curve
@@ -146,13 +160,15 @@ def write(database, mod, target) -> None:
         *_run_lines(provenance.get("runs") or []),
         *_checkpoint_lines(checkpoints),
         "![estimated latency and per-task share](report.png)", "",
-        "| task | weight | trials | best (ms) | weight x best (ms) | share |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "Trials to its best: the task's trials until its first schedule within 5% of its best (close to its trials: "
+        "still improving).", "",
+        "| task | weight | trials | trials to its best | best (ms) | weight x best (ms) | share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         if row.best_ms == row.best_ms:
-            lines.append(f"| {row.name} | {row.weight} | {row.trials} | {row.best_ms:.4f} | {row.weighted_ms:.4f} | "
-                         f"{100 * row.weighted_ms / total:.1f}% |")
+            lines.append(f"| {row.name} | {row.weight} | {row.trials} | {row.converged_at} | {row.best_ms:.4f} | "
+                         f"{row.weighted_ms:.4f} | {100 * row.weighted_ms / total:.1f}% |")
         else:
-            lines.append(f"| {row.name} | {row.weight} | {row.trials} | - | - | - |")
+            lines.append(f"| {row.name} | {row.weight} | {row.trials} | - | - | - | - |")
     atomic.write_text(database.path / "report.md", "\n".join(lines) + "\n")

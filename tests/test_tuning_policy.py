@@ -129,3 +129,33 @@ def test_a_stopped_task_gets_no_more_candidates_and_the_scheduler_ends_it_itself
     state.stopped[0] = ("main", "test")
     assert strategy.generate_measure_candidates() is None
     strategy.post_tuning()
+
+
+def test_earlier_stops_are_collected_from_every_run_of_the_database():
+    from compiler.tuning_policy import NO_SPACE, earlier_stops
+
+    provenance = {"runs": [{"stopped_tasks": {"add": NO_SPACE}}, {"budget": 800}, {"stopped_tasks": {"mm": "flat"}}]}
+    assert earlier_stops(provenance) == {"add": NO_SPACE, "mm": "flat"}
+    assert earlier_stops({}) == {}
+
+
+@pytest.mark.slow
+def test_a_resumed_run_gives_no_context_to_a_task_an_earlier_run_stopped(tmp_path):
+    """Raising the budget of a database resumes it; the tasks its earlier runs stopped stay stopped (no warm-up
+    batch each), and the run's summary still names them with their reasons."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from compiler.tuning_policy import NO_SPACE, PolicyState, tune_contexts
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    tasks = [ms.ExtractedTask(name, tvm.IRModule({"main": _toy(name)}), target,
+                              [tvm.IRModule({"main": _toy(name)})], weight)
+             for name, weight in (("add", 1), ("matmul", 2))]
+    state = PolicyState(POLICY, earlier={"add": NO_SPACE})
+    contexts, weights = tune_contexts(tasks, str(tmp_path), ms.search_strategy.EvolutionarySearch, state)
+    assert [str(c.task_name) for c in contexts] == ["matmul"] and weights == [2]
+    assert state.reasons() == {"add": NO_SPACE}
+    fresh = PolicyState(POLICY)
+    assert [str(c.task_name) for c in tune_contexts(tasks, str(tmp_path), ms.search_strategy.EvolutionarySearch,
+                                                   fresh)[0]] == ["add", "matmul"]
