@@ -47,10 +47,20 @@ def read_sidecar(library_path: str) -> dict:
     return sidecar
 
 
-class Model:
-    """A compiled model and its sidecar; refuses a library whose sha256 differs from the sidecar's."""
+def use_threads(threads: int) -> None:
+    """Run this process's TVM kernels on `threads` threads. TVM reads TVM_NUM_THREADS once, when the process
+    first runs a parallel kernel; without it TVM takes half the logical CPUs on x86 (it assumes every core is
+    hyper-threaded), which on a VM's vCPUs is half the cores the model was built and tuned for."""
+    os.environ["TVM_NUM_THREADS"] = str(int(threads))
 
-    def __init__(self, library_path, session=None):
+
+class Model:
+    """A compiled model and its sidecar; refuses a library whose sha256 differs from the sidecar's.
+
+    Run locally, it uses `threads` threads, else TVM_NUM_THREADS if set, else the cores of the target it was
+    built for (the sidecar's num-cores); set before the process runs its first model."""
+
+    def __init__(self, library_path, session=None, threads=None):
         library_path = os.fspath(library_path)
         self.sidecar = read_sidecar(library_path)
         actual = sha256_file(library_path)
@@ -62,6 +72,9 @@ class Model:
         # command that fails on bad input should not pay TVM's start-up (seconds) to say so
 
         if session is None:
+            cores = self.sidecar.get("target", {}).get("num-cores")
+            if threads or (not os.environ.get("TVM_NUM_THREADS") and cores):
+                use_threads(threads or cores)
             library = tvm.runtime.load_module(library_path)
             self.device = tvm.cpu()
         else:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .device import describe_device, open_device
+from .runtime import use_threads
 from .tuning_policy import BudgetPolicy, PolicyState, earlier_stops, make_policy_callback, tune_contexts
 from .errors import DeviceError, UserError
 
@@ -229,8 +230,13 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         if reached.tracker is None:
             from .measure_inputs import alloc_local
 
+            # Candidates run on the threads the built model will use (runtime.Model), not on TVM's x86 default
+            # of half the CPUs; the runner's workers inherit the setting. A user's TVM_NUM_THREADS wins.
+            threads = int(os.environ.get("TVM_NUM_THREADS") or preset.num_cores)
+            use_threads(threads)
+            _warn_if_threads_differ(database, threads)
             runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
-            device, check = describe_device(None), None
+            device, check = dict(describe_device(None), tvm_threads=threads), None
         else:
             host, port = reached.address
             device = describe_device(reached.session(options.session_timeout))
@@ -330,6 +336,17 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
                                                         getattr(builder, "first_build_at", None))
         summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
+
+
+def _warn_if_threads_differ(database, threads: int) -> None:
+    """A resumed host database whose earlier runs measured on another thread count (before session 7 every host
+    run measured on TVM's default: half the CPUs on x86) mixes timings that do not compare: say so."""
+    earlier = {(run.get("device") or {}).get("tvm_threads") for run in database.provenance.get("runs") or []}
+    if earlier - {threads}:
+        shown = ", ".join("TVM's default" if n is None else str(n) for n in sorted(earlier - {threads}, key=str))
+        print(f"warning: earlier runs of {database.path} measured candidates on {shown} thread(s), this run on "
+              f"{threads}: their timings do not compare; tune into a new --database to keep them apart",
+              file=sys.stderr)
 
 
 def _steady_rate(trials: int, first_build_at: Optional[float]) -> Optional[float]:

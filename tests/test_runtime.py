@@ -119,3 +119,20 @@ def test_shipped_copy_runs_without_the_compiler_package(tiny_artifact, tmp_path)
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 10) False False"
+
+
+def test_threads_default_to_the_cores_the_model_was_built_for(tiny_artifact, monkeypatch):
+    """TVM's own default on x86 is half the CPUs (it assumes hyper-threads): on a 2-vCPU VM, one thread for a
+    model built for two. The runtime asks for the sidecar's num-cores unless told otherwise."""
+    cores = json.loads(tiny_artifact.with_suffix(".json").read_text())["target"]["num-cores"]
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    Model(tiny_artifact)
+    assert runtime.os.environ["TVM_NUM_THREADS"] == str(cores)
+
+
+def test_a_users_thread_setting_wins(tiny_artifact, monkeypatch):
+    monkeypatch.setenv("TVM_NUM_THREADS", "7")
+    Model(tiny_artifact)
+    assert runtime.os.environ["TVM_NUM_THREADS"] == "7"  # the environment, when no threads= is given
+    Model(tiny_artifact, threads=3)
+    assert runtime.os.environ["TVM_NUM_THREADS"] == "3"  # an explicit threads= over the environment
