@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler import atomic, tuning_db  # noqa: E402
+from compiler import tuning_db  # noqa: E402
+from compiler.cli import guarded  # noqa: E402
 from compiler.errors import UserError  # noqa: E402
 
 MAJOR = 0.01  # a task carrying at least 1% of its database's estimated latency
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sources = [parse_source(text) for text in args.databases]
     from compiler import onnx_model, pipeline, targets, tuning_report
-    from compiler.bench import machine
+    from compiler.bench import machine, publish
     from compiler.onnx_export import export_attendnext
 
     preset = targets.load("host")
@@ -83,17 +84,9 @@ def main(argv=None) -> int:
     for text, (folder, first) in zip(args.databases, sources):
         rows, _ = tuning_report.analyse(tuning_db.TuningDatabase(folder), mod, target, first)
         result["databases"][text] = convergence(rows)
-    text = render(result)
-    print(text)
-    if args.json:
-        atomic.write_json(args.json, result)
-        atomic.write_text(Path(args.json).with_suffix(".md"), text)
+    publish(result, args.json, render)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(guarded(main))

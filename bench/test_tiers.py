@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler import atomic  # noqa: E402
 
 TIERS = {"fast": ["-m", "not emulated and not slow"], "full": []}  # the selections of make test-fast / make test
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|error|errors)\b")
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tier", choices=sorted(TIERS), default="fast")
     parser.add_argument("--json", help="write the result here (and .md beside it)")
     args = parser.parse_args(argv)
-    from compiler.bench import machine
+    from compiler.bench import machine, publish
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {"command": " ".join(["python bench/test_tiers.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -53,15 +52,12 @@ def main(argv=None) -> int:
             f"{result['machine']['cores']} cores), commit {result['commit']}: {result['summary_line']}; "
             f"{minutes} min {seconds} s wall (load average {result['load_average_before']} at the start). "
             f"Command: `{result['command']}`\n")
-    print(text, end="")
-    if result["exit_code"] != 0:  # a failing run's time is not a figure to quote: nothing written
+    passed = result["exit_code"] == 0  # a failing run's time is not a figure to quote: nothing written
+    publish(result, args.json if passed else None, lambda _: text)
+    if not passed:
         print(f"the {args.tier} tier failed (pytest exit code {result['exit_code']}); no results file written",
               file=sys.stderr)
-        return 1
-    if args.json:
-        atomic.write_json(args.json, result)
-        atomic.write_text(Path(args.json).with_suffix(".md"), text)
-    return 0
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from compiler import atomic, tuning_db  # noqa: E402
+from compiler.cli import guarded  # noqa: E402
 from compiler.errors import UserError  # noqa: E402
 
 RUNS = ("stock", "empty", "seeded")
@@ -241,18 +242,13 @@ def main(argv=None) -> int:
     times, points = measure_all(work, shipped, args.runs)
     command = " ".join(["python bench/tuning_cost.py", *(argv if argv is not None else sys.argv[1:])])
     result = report(work, times, points, shipped, commands, budgets, seed, command)
-    text = render(result)
-    print(text)
+    from compiler.bench import publish
+
+    publish(result, args.json, render)
     if args.json:
-        atomic.write_json(args.json, result)
-        atomic.write_text(Path(args.json).with_suffix(".md"), text)
         plot(result, Path(args.json).with_suffix(".png"))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(guarded(main))

@@ -59,7 +59,7 @@ def plot(rows, path: Path, emulated: bool) -> None:
     axis.set_ylabel("trials per minute")
     axis.legend(fontsize=8)
     axis.set_title("AttendNeXt tuning throughput" + (
-        "\nEMULATED servers (qemu on this host): the farm's machinery, not ARM speed" if emulated else ""))
+        "\nEMULATED servers (qemu on this host):\nthe farm's machinery, not ARM speed" if emulated else ""), fontsize=10)
     figure.tight_layout()
     with atomic.staged_file(path) as tmp:
         figure.savefig(tmp, dpi=90, format="png")
