@@ -204,7 +204,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     from .tuning_db import check_resume
 
     check_resume(database, preset, fingerprint, options.allow_other_cpu)
-    from .tuning_seed import best_records, open_seed, replay
+    from .tuning_seed import best_records, open_seed, replay, train_on_own_records
 
     seed = open_seed(options.seed_database) if options.seed_database else None
     started = time.time()
@@ -275,6 +275,9 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
                 return _finish(summary, database, started)
         cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
                                                     tree_method="auto")
+        if spent:
+            learned = train_on_own_records(db, contexts, cost_model)
+            print(f"tuning: cost model trained on {learned} records already in the database", file=sys.stderr)
         if seed is not None:
             unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
             summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,

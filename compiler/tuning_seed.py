@@ -64,21 +64,45 @@ def best_records(database, mod, top_k: int) -> list:
     return list(database.get_top_k(database.commit_workload(mod), top_k))
 
 
-def seed_candidates(seed, context, top_k: int):
-    """The seed's best `top_k` schedules for this task's workload, replayed on its module; [] if none match."""
+def replayed(database, context, top_k: int):
+    """The database's best `top_k` records for this task's workload, each replayed on the task's module as a
+    measure candidate: ([(candidate, record)], how many did not replay)."""
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    candidates, failed = [], 0
-    for record in best_records(seed, context.mod, top_k):
+    pairs, failed = [], 0
+    for record in best_records(database, context.mod, top_k):
         schedule = Schedule(context.mod)
         try:
             record.trace.apply_to_schedule(schedule, remove_postproc=False)
-        except Exception:  # a schedule primitive this target rejects: the seed does not carry over
+        except Exception:  # a schedule primitive this target rejects: the record does not carry over
             failed += 1
             continue
-        candidates.append(ms.MeasureCandidate(schedule, ms.arg_info.ArgInfo.from_entry_func(schedule.mod)))
-    return candidates, failed
+        pairs.append((ms.MeasureCandidate(schedule, ms.arg_info.ArgInfo.from_entry_func(schedule.mod)), record))
+    return pairs, failed
+
+
+def seed_candidates(seed, context, top_k: int):
+    """The seed's best `top_k` schedules for this task's workload, replayed on its module; [] if none match."""
+    pairs, failed = replayed(seed, context, top_k)
+    return [candidate for candidate, _ in pairs], failed
+
+
+def train_on_own_records(database, contexts, cost_model, top_k: int = 64) -> int:
+    """Train a resumed run's fresh cost model on the records the database already holds (each task's best
+    `top_k` that ran), as the first run's model had learned them; returns how many it learned from. Without
+    this a resumed search ranks its first candidates with an untrained model."""
+    from tvm.s_tir import meta_schedule as ms
+
+    learned = 0
+    for context in contexts:
+        pairs = [(c, r) for c, r in replayed(database, context, top_k)[0]
+                 if r.run_secs and max(float(s) for s in r.run_secs) < 1e9]  # 1e10: a candidate that failed
+        if pairs:
+            cost_model.update(context, [c for c, _ in pairs],
+                              [ms.runner.RunnerResult([float(s) for s in r.run_secs], None) for _, r in pairs])
+            learned += len(pairs)
+    return learned
 
 
 def measure(candidates, target, builder, runner):

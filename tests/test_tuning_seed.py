@@ -62,3 +62,40 @@ def test_a_missing_seed_database_is_a_one_line_user_error(tiny_cnn_onnx, tmp_pat
     assert result.returncode == 2
     assert "--seed-database" in result.stderr and "no tuning database there" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_resumed_run_trains_its_cost_model_on_the_records_it_has():
+    """MetaSchedule starts every run with an untrained cost model; a resumed run first learns the database's own
+    records (those that ran: a failed candidate's 1e10 s is not a timing)."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_ffi import structural_equal
+
+    from compiler.tuning_seed import train_on_own_records
+
+    a, b = te.placeholder((32, 32), name="a"), te.placeholder((32, 32), name="b")
+    k = te.reduce_axis((0, 32), name="k")
+    matmul = te.create_prim_func([a, b, te.compute((32, 32), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k))])
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    context = ms.TuneContext(mod=tvm.IRModule({"main": matmul}), target=target, space_generator="post-order-apply",
+                             search_strategy="evolutionary")
+    space = context.generate_design_space()[0]
+    database = ms.database.MemoryDatabase()
+    workload = database.commit_workload(context.mod)
+    for seconds in (2e-3, 1e10):
+        database.commit_tuning_record(ms.database.TuningRecord(
+            trace=space.trace, workload=workload, run_secs=[seconds], target=target,
+            args_info=ms.arg_info.ArgInfo.from_prim_func(matmul)))
+    updates = []
+
+    class Recorder:
+        def update(self, context, candidates, results):
+            updates.append(([c.sch.mod for c in candidates], [[float(s) for s in r.run_secs] for r in results]))
+
+    assert train_on_own_records(database, [context], Recorder()) == 1
+    (modules, timings), = updates
+    assert timings == [[2e-3]] and len(modules) == 1
+    assert structural_equal(modules[0], space.mod)  # the record's trace, replayed on the task
