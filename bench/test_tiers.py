@@ -34,7 +34,8 @@ def run_tier(tier: str) -> dict:
     counts = {kind: int(n) for n, kind in COUNTS.findall(summary[-1])} if summary else {}
     return {"tier": tier, "pytest_args": TIERS[tier], "exit_code": result.returncode, "counts": counts,
             "wall_seconds": round(seconds, 1), "load_average_before": round(load_before, 2),
-            "summary_line": summary[-1].strip("= ") if summary else result.stdout[-400:]}
+            "summary_line": summary[-1].strip("= ") if summary else result.stdout[-400:],
+            "failures": [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]}
 
 
 def main(argv=None) -> int:
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     passed = result["exit_code"] == 0  # a failing run's time is not a figure to quote: nothing written
     publish(result, args.json if passed else None, lambda _: text)
     if not passed:
+        print("\n".join(result["failures"]), file=sys.stderr)
         print(f"the {args.tier} tier failed (pytest exit code {result['exit_code']}); no results file written",
               file=sys.stderr)
     return 0 if passed else 1

@@ -125,7 +125,8 @@ def test_threads_default_to_the_cores_the_model_was_built_for(tiny_artifact, mon
     """TVM's own default on x86 is half the CPUs (it assumes hyper-threads): on a 2-vCPU VM, one thread for a
     model built for two. The runtime asks for the sidecar's num-cores unless told otherwise."""
     cores = json.loads(tiny_artifact.with_suffix(".json").read_text())["target"]["num-cores"]
-    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    monkeypatch.setenv("TVM_NUM_THREADS", "")  # recorded, so the teardown restores the session's value
+    monkeypatch.delenv("TVM_NUM_THREADS")
     Model(tiny_artifact)
     assert runtime.os.environ["TVM_NUM_THREADS"] == str(cores)
 
