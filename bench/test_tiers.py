@@ -35,7 +35,8 @@ def run_tier(tier: str) -> dict:
     return {"tier": tier, "pytest_args": TIERS[tier], "exit_code": result.returncode, "counts": counts,
             "wall_seconds": round(seconds, 1), "load_average_before": round(load_before, 2),
             "summary_line": summary[-1].strip("= ") if summary else result.stdout[-400:],
-            "failures": [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]}
+            "failures": [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))],
+            "output": result.stdout + result.stderr}
 
 
 def main(argv=None) -> int:
@@ -53,10 +54,15 @@ def main(argv=None) -> int:
             f"{result['machine']['cores']} cores), commit {result['commit']}: {result['summary_line']}; "
             f"{minutes} min {seconds} s wall (load average {result['load_average_before']} at the start). "
             f"Command: `{result['command']}`\n")
+    output = result.pop("output")
     passed = result["exit_code"] == 0  # a failing run's time is not a figure to quote: nothing written
     publish(result, args.json if passed else None, lambda _: text)
     if not passed:
+        log = ROOT / "build" / f"test-tiers-{args.tier}.log"  # the tracebacks: a 40-minute run is not rerun to see them
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(output)
         print("\n".join(result["failures"]), file=sys.stderr)
+        print(f"pytest's output: {log}", file=sys.stderr)
         print(f"the {args.tier} tier failed (pytest exit code {result['exit_code']}); no results file written",
               file=sys.stderr)
     return 0 if passed else 1

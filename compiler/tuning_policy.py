@@ -16,6 +16,7 @@ itself, on its own path, and spends no trial on it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -145,6 +146,15 @@ def stoppable_search(inner, task_id: int, state: PolicyState):
     return StoppableSearch()
 
 
+def _drop_unnamed_handlers(logger) -> None:
+    """TVM's `get_loggers_from_work_dir` rebuilds its logger with `logging.config.dictConfig`, listing the
+    names of the handlers already on it, and fails on one without a name (as pytest's log-capture handlers
+    left there by an earlier in-process tuning). dictConfig replaces the logger's handlers anyway; drop those
+    first."""
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
+
+
 def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     """One TuneContext per extracted task (as MetaSchedule's `extracted_tasks_to_tune_contexts` makes them,
     skipping a task already scheduled, and a task an earlier run stopped), each with its own `make_strategy()`
@@ -154,6 +164,7 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     from tvm.s_tir.meta_schedule.utils import fork_seed
 
     contexts, weights = [], []
+    _drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
     for task, logger, rand_state in zip(tasks, loggers, fork_seed(None, n=len(tasks))):
         if task.mod.attrs.get("tirx.is_scheduled", False) or task.task_name in state.earlier:

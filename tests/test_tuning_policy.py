@@ -4,6 +4,7 @@ The design-space tests are `slow`: MetaSchedule's first TuneContext in a process
 start-up (its schedule rules load the tensor intrinsics), which the fast tier leaves out.
 """
 import functools
+import logging
 
 import pytest
 
@@ -152,6 +153,9 @@ def test_a_resumed_run_gives_no_context_to_a_task_an_earlier_run_stopped(tmp_pat
     tasks = [ms.ExtractedTask(name, tvm.IRModule({"main": _toy(name)}), target,
                               [tvm.IRModule({"main": _toy(name)})], weight)
              for name, weight in (("add", 1), ("matmul", 2))]
+    # An unnamed handler on MetaSchedule's logger (pytest's log capture leaves some after an in-process tuning)
+    # once broke TVM's logger set-up inside tune_contexts.
+    logging.getLogger("tvm.s_tir.meta_schedule").addHandler(logging.NullHandler())
     state = PolicyState(POLICY, earlier={"add": NO_SPACE})
     contexts, weights = tune_contexts(tasks, str(tmp_path), ms.search_strategy.EvolutionarySearch, state)
     assert [str(c.task_name) for c in contexts] == ["matmul"] and weights == [2]
