@@ -13,7 +13,7 @@ test: $(VENV)/.installed system-packages device
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not emulated and not slow"
+	$(PY) -m pytest -n 2 -m "not emulated and not slow"
 
 venv: $(VENV)/.installed
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-TIERS = {"fast": ["-m", "not emulated and not slow"], "full": []}  # the selections of make test-fast / make test
+TIERS = {"fast": ["-n", "2", "-m", "not emulated and not slow"], "full": []}  # as make test-fast / make test run them
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|error|errors)\b")
 
 
