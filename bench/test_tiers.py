@@ -1,5 +1,6 @@
-"""How long each tier of the test suite takes on this machine, timed as a user runs it (`make test-fast` is the
-fast tier's pytest selection, `make test` the full suite's), with the machine and its load recorded beside it.
+"""How long each tier of the test suite takes on this machine, timed as a user runs it: this runs the tier's make
+target (`make test-fast`, `make test`), so the Makefile alone says what a tier selects and how it runs it, with the
+machine and its load recorded beside it.
 
     .venv/bin/python bench/test_tiers.py --tier fast --json bench/results/test-tiers-fast.json
 
@@ -19,20 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-TIERS = {"fast": ["-n", "2", "-m", "not emulated and not slow"], "full": []}  # as make test-fast / make test run them
+TIERS = {"fast": "test-fast", "full": "test"}  # tier -> its make target
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|error|errors)\b")
 
 
 def run_tier(tier: str) -> dict:
-    """Run the tier's pytest selection once; its counts, wall time and the load it started under."""
-    command = [sys.executable, "-m", "pytest", *TIERS[tier], "-q", "-p", "no:cacheprovider"]
+    """Run the tier's make target once; its counts, wall time and the load it started under."""
+    command = ["make", "--no-print-directory", TIERS[tier]]
     load_before = os.getloadavg()[0]
     started = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.time() - started
     summary = [line for line in result.stdout.splitlines() if " in " in line and COUNTS.search(line)]
     counts = {kind: int(n) for n, kind in COUNTS.findall(summary[-1])} if summary else {}
-    return {"tier": tier, "pytest_args": TIERS[tier], "exit_code": result.returncode, "counts": counts,
+    return {"tier": tier, "make_target": TIERS[tier], "exit_code": result.returncode, "counts": counts,
             "wall_seconds": round(seconds, 1), "load_average_before": round(load_before, 2),
             "summary_line": summary[-1].strip("= ") if summary else result.stdout[-400:],
             "failures": [line for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))],
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
         log.write_text(output)
         print("\n".join(result["failures"]), file=sys.stderr)
         print(f"pytest's output: {log}", file=sys.stderr)
-        print(f"the {args.tier} tier failed (pytest exit code {result['exit_code']}); no results file written",
+        print(f"the {args.tier} tier failed (make exit code {result['exit_code']}); no results file written",
               file=sys.stderr)
     return 0 if passed else 1
 
