@@ -32,7 +32,7 @@ system-packages:
 
 # The emulated Raspberry Pi 4 (arm64 Debian + aarch64 TVM runtime), built once into ~/.cache.
 device: $(VENV)/.installed system-packages
-	$(PY) -m compiler.emulator setup
+	$(PY) -m compiler emulator setup
 
 clean:
 	rm -rf build dist .pytest_cache

@@ -1,5 +1,5 @@
 """exp and sigmoid through libm (one scalar call per vector lane, TVM's default) against the project's
-vectorised lowering (compiler/fast_math.py), both with this CPU's shipped database, measured in one run
+vectorised lowering (compiler/passes/fast_math.py), both with this CPU's shipped database, measured in one run
 with ONNX Runtime and PyTorch eager (interleaved, same thread count).
 
     .venv/bin/python bench/fast_math.py --runs 60 --json bench/results/fast-math-<cpu>.json
@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
-from compiler.api import CompileOptions, compile_model  # noqa: E402
-from compiler.bench import publish, side_by_side  # noqa: E402
+from compiler.driver import CompileOptions, compile_model  # noqa: E402
+from compiler.bench.command import publish, side_by_side  # noqa: E402
 
 
 def main() -> int:
@@ -25,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dcac-fast-math-"))
     builds = {}
-    for label, vector_exp in (("libm exp (TVM default)", False), ("vectorised exp (compiler/fast_math.py)", True)):
+    for label, vector_exp in (("libm exp (TVM default)", False), ("vectorised exp (compiler/passes/fast_math.py)", True)):
         builds[f"TVM, {label}"] = compile_model(CompileOptions(target="host", vector_exp=vector_exp,
                                                                out=str(work / str(vector_exp))))
     command = f"bench/fast_math.py --runs {args.runs}" + (f" --json {args.json}" if args.json else "")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler.bench_variants import compare_variants  # noqa: E402
+from compiler.bench.variants import compare_variants  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(compare_variants("fusion", {mode: {"fusion": mode} for mode in ("stock", "dcac")}, __doc__))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler.bench_variants import compare_variants  # noqa: E402
+from compiler.bench.variants import compare_variants  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(compare_variants("layout", {layout: {"layout": layout} for layout in ("plain", "prepack")}, __doc__))

@@ -17,9 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler import tuning_db  # noqa: E402
-from compiler.cli import guarded  # noqa: E402
-from compiler.errors import UserError  # noqa: E402
+from compiler.tuning import database as tuning_db  # noqa: E402
+from compiler.errors import UserError, guarded  # noqa: E402
 
 MAJOR = 0.01  # a task carrying at least 1% of its database's estimated latency
 
@@ -70,9 +69,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the results here (and .md beside it)")
     args = parser.parse_args(argv)
     sources = [parse_source(text) for text in args.databases]
-    from compiler import onnx_model, pipeline, targets, tuning_report
-    from compiler.bench import machine, publish
-    from compiler.onnx_export import export_attendnext
+    from compiler.frontend import onnx_model
+    from compiler.passes import pipeline
+    from compiler import targets
+    from compiler.tuning import report as tuning_report
+    from compiler.bench.command import machine, publish
+    from compiler.frontend.onnx_export import export_attendnext
 
     preset = targets.load("host")
     target = preset.tvm_target()

@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler import atomic, tuning_db  # noqa: E402
-from compiler.cli import guarded  # noqa: E402
-from compiler.errors import UserError  # noqa: E402
+from compiler import atomic  # noqa: E402
+from compiler.tuning import database as tuning_db
+from compiler.errors import UserError, guarded  # noqa: E402
 
 RUNS = ("stock", "empty", "seeded")
 WITHIN = 0.05  # "within 5% of the shipped database's latency"
@@ -36,7 +36,7 @@ WITHIN = 0.05  # "within 5% of the shipped database's latency"
 
 def run_options(name: str, budget: int, every: int, seed: str, libraries: Path):
     """The TuneOptions of one run: MetaSchedule's defaults (stock) or this project's (empty, seeded)."""
-    from compiler.tuning import TuneOptions
+    from compiler.tuning.tune import TuneOptions
 
     common = dict(trials=budget, checkpoint_every=every, checkpoint_libraries=str(libraries))
     if name == "stock":  # the project's builder: MetaSchedule's timed out on every candidate under load (README)
@@ -47,7 +47,7 @@ def run_options(name: str, budget: int, every: int, seed: str, libraries: Path):
 def shipped_build(work: Path, database=None):
     """AttendNeXt built as `compile.py --target host` builds it here: with the database the product selects
     for this CPU (its own, or another CPU's with a warning), or the one named by --shipped."""
-    from compiler.api import CompileOptions, compile_model
+    from compiler.driver import CompileOptions, compile_model
 
     result = compile_model(CompileOptions(target="host", out=str(work / "shipped"), database=database))
     if not result.sidecar["tuning"]["database"]:
@@ -59,7 +59,7 @@ def shipped_build(work: Path, database=None):
 def default_seed(shipped_cpu: str) -> str:
     """Another CPU's AttendNeXt database of the shipped pipeline: not the shipped one, not this CPU's."""
     from compiler import targets
-    from compiler.pipeline import DEFAULT_LAYOUT
+    from compiler.passes.pipeline import DEFAULT_LAYOUT
 
     preset = targets.load("host")
     here = tuning_db.cpu_of(preset)
@@ -77,7 +77,7 @@ def _shown(path) -> str:
 
 def tune_run(name: str, budget: int, every: int, seed: str, work: Path) -> None:
     """One run, resumable: tune into work/<name> with checkpoints (nothing to do once its budget is spent)."""
-    from compiler.api import CompileOptions, compile_model
+    from compiler.driver import CompileOptions, compile_model
 
     folder = work / name
     print(f"[{name}] budget {budget} trials, checkpoint every {every}, database {folder}", file=sys.stderr, flush=True)
@@ -87,9 +87,9 @@ def tune_run(name: str, budget: int, every: int, seed: str, work: Path) -> None:
 
 def measure_all(work: Path, shipped, runs: int) -> tuple:
     """Every checkpoint library of every run, the shipped build and ONNX Runtime, in interleaved rounds."""
-    from compiler.bench import bench_image, host_engines, interleaving, measure, say, tvm_timer
-    from compiler.runtime import Model
-    from compiler.tuning_checkpoint import library_path, read_log
+    from compiler.bench.command import bench_image, host_engines, interleaving, measure, say, tvm_timer
+    from compiler.artifact.runtime import Model
+    from compiler.tuning.checkpoint import library_path, read_log
 
     timers, points = {"shipped": tvm_timer(Model(shipped.library))}, {}
     for name in RUNS:
@@ -125,7 +125,7 @@ def tuning_sessions(folder: Path) -> list:
 def report(work: Path, times: dict, points: dict, shipped, commands: dict, budgets: dict, seed: str, command: str) -> dict:
     from statistics import median
 
-    from compiler.bench import database_summary, machine
+    from compiler.bench.command import database_summary, machine
 
     shipped_ms = median(times["shipped"])
     database = database_summary(shipped)
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     times, points = measure_all(work, shipped, args.runs)
     command = " ".join(["python bench/tuning_cost.py", *(argv if argv is not None else sys.argv[1:])])
     result = report(work, times, points, shipped, commands, budgets, seed, command)
-    from compiler.bench import publish
+    from compiler.bench.command import publish
 
     publish(result, args.json, render)
     if args.json:

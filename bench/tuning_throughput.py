@@ -18,9 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler import onnx_model, pipeline, targets, tuning, tuning_db  # noqa: E402
-from compiler.api import ROOT  # noqa: E402
-from compiler.onnx_export import export_attendnext  # noqa: E402
+from compiler.frontend import onnx_model  # noqa: E402
+from compiler.passes import pipeline
+from compiler import targets
+from compiler.tuning import tune as tuning
+from compiler.tuning import database as tuning_db
+from compiler.driver import ROOT  # noqa: E402
+from compiler.frontend.onnx_export import export_attendnext  # noqa: E402
 
 
 def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> dict:
@@ -93,7 +97,7 @@ def main() -> int:
             print(f"steady ratio: {rate['steady'] / base:.2f}x ({name} vs {rows[0][0]}), {args.trials} trials each")
     if args.json:
         from compiler import atomic
-        from compiler.bench import machine
+        from compiler.bench.command import machine
 
         command = " ".join(["python bench/tuning_throughput.py", *sys.argv[1:]])
         atomic.write_json(args.json, {"command": command, "machine": machine(), "trials_per_minute": dict(rows),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
 
-from .errors import DeviceError, UserError
+from compiler.errors import guarded
+from compiler.output import NORMAL, QUIET, VERBOSE, set_verbosity
 
 # name -> (module, defaults set on the parsed arguments, one-line help)
 COMMANDS = {
@@ -21,31 +21,11 @@ COMMANDS = {
     "tune": ("compiler.compile_command", {"tune": True}, "tune its kernels with MetaSchedule, then build"),
     "explain": ("compiler.compile_command", {"explain": True}, "kernels and bytes per DC-AC block, stock vs dcac"),
     "verify": ("compiler.compile_command", {"verify": True}, "build, run on the device, compare with ONNX Runtime"),
-    "bench": ("compiler.bench", {}, "measure TVM beside ONNX Runtime and PyTorch in one run"),
-    "farm": ("compiler.farm", {}, "a local tracker with emulated aarch64 servers, kept up across jobs"),
-    "emulator": ("compiler.emulator", {}, "set up (once) or check the emulated Raspberry Pi"),
-    "device-server": ("compiler.device_server", {}, "the board side of a farm: TVM's RPC server plus device info"),
+    "bench": ("compiler.bench.command", {}, "measure TVM beside ONNX Runtime and PyTorch in one run"),
+    "farm": ("compiler.device.farm", {}, "a local tracker with emulated aarch64 servers, kept up across jobs"),
+    "emulator": ("compiler.device.emulator", {}, "set up (once) or check the emulated Raspberry Pi"),
+    "device-server": ("compiler.device.board_server", {}, "the board side of a farm: TVM's RPC server plus device info"),
 }
-
-INTERRUPTED = "interrupted: finished work is kept (tuning resumes when you run the same command again)"
-
-
-def guarded(run, debug: bool = False) -> int:
-    """Call `run()` and map what it raises to an exit code with one line on stderr (or a traceback with
-    `debug`). Any other exception is a bug and keeps its traceback."""
-    try:
-        return run() or 0
-    except (UserError, DeviceError) as err:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-
 
 def _configure(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     """Give `parser` the arguments, examples and defaults of command `name`."""
@@ -56,6 +36,11 @@ def _configure(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     module.add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET,
+                          help="only results, warnings and errors")
+    loudness.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE,
+                          help="also details")
     parser.set_defaults(_run=module.run, **defaults)
     return parser
 
@@ -71,10 +56,12 @@ def build_parser(prog: str = "python -m compiler") -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbosity(args.verbosity if args.verbosity is not None else NORMAL)
     return guarded(lambda: args._run(args), debug=args.debug)
 
 
 def run_command(name: str, prog: str, argv=None) -> int:
     """One command under its own name: `python compile.py`, `python -m compiler.bench` and the others."""
     args = _configure(argparse.ArgumentParser(prog=prog), name).parse_args(argv)
+    set_verbosity(args.verbosity if args.verbosity is not None else NORMAL)
     return guarded(lambda: args._run(args), debug=args.debug)

@@ -1,9 +1,9 @@
 """Build a model (AttendNeXt, a registered baseline, or any ONNX vision model) into a shared library for a
 target: the `compile`, `tune`, `verify` and `explain` commands, and `python compile.py`.
 
-The work is `compiler.api.compile_model`; this module only turns arguments into its options.
+The work is `compiler.driver.compile_model`; this module only turns arguments into its options.
 """
-from .errors import UserError
+from compiler.errors import UserError
 
 EXAMPLES = [
     "python compile.py --target rpi4                          # AttendNeXt -> dist/attendnext-rpi4/",
@@ -17,7 +17,7 @@ EXAMPLES = [
 
 
 def add_arguments(parser) -> None:
-    from .pipeline import DEFAULT_LAYOUT, LAYOUTS
+    from compiler.passes.pipeline import DEFAULT_LAYOUT, LAYOUTS
 
     parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
     parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", help="AttendNeXt state dict (.pt); default: seeded initialisation")
     parser.add_argument("--out", help="artifact folder (default: dist/<model>-<target>)")
     parser.add_argument("--fusion", default="stock", choices=["stock", "dcac"],
-                        help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/dcac_patterns.py)")
+                        help="stock: TVM's FuseOps; dcac: each DC-AC block as one kernel (compiler/passes/dcac_patterns.py)")
     parser.add_argument("--layout", choices=list(LAYOUTS),
                         help="weights as imported (plain), or prepacked into the layout each tuned kernel chose; "
                              f"each has its own database (default: the layout of this CPU's database, else "
@@ -71,22 +71,22 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Build (tune, verify, explain) as the arguments say; exit code 1 when verification fails."""
-    from . import targets
+    from compiler import targets
 
     if args.list_targets:
         print(targets.describe_all())
         return 0
     if args.list_models:
-        from . import zoo
+        from compiler import zoo
 
         print(zoo.describe_all())
         return 0
     if args.tolerance < 0:
         raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
-    from .api import CompileOptions, compile_model, explain
-    from .onnx_model import parse_input_shapes
-    from .tuning import TuneOptions
-    from .tuning_policy import BudgetPolicy
+    from compiler.driver import CompileOptions, compile_model, explain
+    from compiler.frontend.onnx_model import parse_input_shapes
+    from compiler.tuning.policy import BudgetPolicy
+    from compiler.tuning.tune import TuneOptions
 
     options = CompileOptions(
         target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),

@@ -15,8 +15,8 @@ a sigmoid per multiply-add.
 from typing import Dict
 
 # Which blocks of which kernels get which rule: (pattern name, block name prefixes) -> rule name. A kernel is
-# found by the row of compiler/dcac_patterns.TABLE that fused it (the fusion step records it in the module
-# attribute compiler.fusion.PATTERN_OF_KERNEL), never by its name; adding a pattern with a rule is one row in
+# found by the row of compiler/passes/dcac_patterns.TABLE that fused it (the fusion step records it in the module
+# attribute PATTERN_OF_KERNEL), never by its name; adding a pattern with a rule is one row in
 # each table. The two patterns with the max-pool condensation inside hold the four low-resolution convolutions.
 LOWRES_CONVS = ("conv2d_nchw", "group_conv2d_nchw")  # the convolution blocks LegalizeOps writes
 RULES: Dict[tuple, str] = {
@@ -24,6 +24,7 @@ RULES: Dict[tuple, str] = {
         "dcac.lowres_conv",
     ("dcac.max_pool2d_conv2d_add_act_conv2d_add", LOWRES_CONVS): "dcac.lowres_conv",
 }
+PATTERN_OF_KERNEL = "pattern_of_kernel"  # module attribute the fusion step writes: {kernel: pattern row}
 INPUT_RULE = "dcac.materialize"  # for the blocks that produce an annotated convolution's (padded) input
 TARGET_KEYS = ("cpu",)  # aarch64 targets have keys ("arm_cpu", "cpu"): one registration covers both
 
@@ -76,11 +77,11 @@ def _input_producers(sch, block) -> list:
 
 def annotate_pass():
     """A module pass (after FuseTIR) that marks the blocks of RULES with their schedule rule, in the kernels
-    the fusion step says their pattern made."""
+    the fusion step says their pattern made; registers the rules, which tuning the marked blocks needs."""
     import tvm
     from tvm import s_tir
 
-    from compiler.fusion import PATTERN_OF_KERNEL
+    register()
 
     @tvm.transform.module_pass(opt_level=0, name="AnnotateScheduleRules")
     def annotate(mod, _context):

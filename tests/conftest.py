@@ -6,7 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/ and its folders (they mirror compiler/): test modules share helpers by plain import
+for folder in [Path(__file__).resolve().parent, *sorted(Path(__file__).resolve().parent.glob("*/"))]:
+    sys.path.insert(0, str(folder))
 
 import onnx_models  # noqa: E402  (tests/onnx_models.py)
 
@@ -24,7 +26,7 @@ def tiny_cnn_onnx(onnx_dir):
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_cnn_onnx, tmp_path_factory):
     """tiny_cnn compiled for the host: the subject of runtime and artifact tests."""
-    from compiler.api import CompileOptions, compile_model
+    from compiler.driver import CompileOptions, compile_model
 
     out = tmp_path_factory.mktemp("artifact") / "tiny_cnn-host"
     return compile_model(CompileOptions(target="host", model=str(tiny_cnn_onnx), out=str(out))).library

@@ -15,7 +15,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compiler import farm, pipeline, targets, tuning_db
+from compiler.device import farm
+from compiler.passes import pipeline
+from compiler import targets
+from compiler.tuning import database as tuning_db
 from test_cli import assert_user_error, run_cli
 from test_onnx_model import make_model
 
@@ -35,7 +38,7 @@ def make_database(onnx_path, folder):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from compiler import onnx_model
+    from compiler.frontend import onnx_model
 
     preset = targets.load("host")
     target = preset.tvm_target()
@@ -228,7 +231,7 @@ def test_a_tracker_that_answers_but_has_no_server_for_the_key(tmp_path):
         farm.wait_for_servers(host, port, "jetson", 1, timeout=60)
         result = build(make_model(tmp_path / "m.onnx"), tmp_path, "--verify", "--tracker", local.tracker, timeout=120)
     assert_user_error(result, f"tracker {local.tracker} has no 'host' server", "its servers' keys: jetson",
-                      "device_server.py", "--key host", code=1)
+                      "board_server.py", "--key host", code=1)
     assert "[1/4]" not in result.stderr
 
 

@@ -90,7 +90,7 @@ def test_compiles_a_user_model_into_out_named_after_the_file(tmp_path):
 def test_verify_catches_a_library_whose_output_is_wrong(tmp_path, monkeypatch, capsys):
     """A library built from one model (Sigmoid), checked against another (Tanh): --verify must fail, exit 1."""
     import compile as cli
-    from compiler import verify
+    from compiler.device import verify
 
     built = make_model(tmp_path / "sigmoid.onnx", ops=("Sigmoid",))
     other = make_model(tmp_path / "tanh.onnx", ops=("Tanh",))
@@ -100,9 +100,9 @@ def test_verify_catches_a_library_whose_output_is_wrong(tmp_path, monkeypatch, c
     assert "FAILED (tolerance 0.0001)" in capsys.readouterr().out
 
 
-def test_device_server_listens_on_loopback_unless_told():
+def test_board_server_listens_on_loopback_unless_told():
     """A TVM RPC server runs uploaded code: by default only this machine may reach it."""
-    from compiler.device_server import parse_args
+    from compiler.device.board_server import parse_args
 
     assert parse_args(["--tracker", "10.0.0.5:9190", "--key", "rpi4"]).host == "127.0.0.1"
     assert parse_args(["--tracker", "10.0.0.5:9190", "--key", "rpi4", "--host", "10.0.0.17"]).host == "10.0.0.17"

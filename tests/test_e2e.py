@@ -55,7 +55,7 @@ def test_verify_on_emulated_rpi4(name, model_files, tmp_path):
 @pytest.mark.emulated
 def test_verify_through_a_tracker(model_files, tmp_path):
     """--tracker HOST:PORT: the device comes from a running tracker, as on a real farm."""
-    from compiler.farm import LocalFarm
+    from compiler.device.farm import LocalFarm
 
     out = tmp_path / "vit-farm"
     with LocalFarm(key="rpi4", servers=1) as farm:

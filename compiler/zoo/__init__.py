@@ -1,7 +1,7 @@
 """The models `compile.py --model NAME` builds: AttendNeXt and the four baselines of its paper.
 
 The registry is data: each builder is named "module:function" and imported only when a model is built,
-so that asking whether a name is registered costs no torch import (and compiler.attendnext, which this
+so that asking whether a name is registered costs no torch import (and compiler.zoo.attendnext, which this
 package's helpers serve, can import them without a cycle). A builder takes `seed` and returns the
 network in eval mode, with deterministic random weights; seed=None gives the bare architecture, which is
 all that counting parameters and MACs needs.
@@ -32,7 +32,7 @@ class ZooModel:
 
 
 MODELS = {
-    "attendnext": ZooModel("compiler.attendnext:build_attendnext",
+    "attendnext": ZooModel("compiler.zoo.attendnext:build_attendnext",
                            "Faster Attention Is What You Need: A Fast Self-Attention Neural Network Backbone "
                            "Architecture for the Edge via Double-Condensing Attention Condensers "
                            "(Wong et al., arXiv:2208.06980)", 224),

@@ -1,0 +1,1 @@
+"""What ships: the library with its versioned sidecar, the cross linker, and the device-side runtime wrapper."""

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m compiler.bench` (TVM beside ONNX Runtime and PyTorch), backbones, variants, per-kernel profiles."""

@@ -1,0 +1,201 @@
+"""The Python API behind `compile.py`: ONNX (or a registered model) -> Relax -> fused -> tuned -> .so + sidecar.
+
+    from compiler.driver import CompileOptions, compile_model
+    result = compile_model(CompileOptions(target="rpi4", verify=True))
+"""
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from compiler import paths, targets, zoo
+from compiler.artifact import linker, sidecar as artifact
+from compiler.artifact.runtime import read_sidecar
+from compiler.device import verify
+from compiler.device.farm import check_key, parse_tracker
+from compiler.errors import UserError
+from compiler.frontend import onnx_model
+from compiler.output import say
+from compiler.passes import explain as explain_module, pipeline
+from compiler.tuning import database as tuning_db, report as tuning_report, tune as tuning
+
+
+@dataclass
+class CompileOptions:
+    target: str = "rpi4"
+    model: Optional[str] = None  # an ONNX file or a name of compiler.zoo.MODELS; None means attendnext
+    input_shapes: Dict[str, Tuple[int, ...]] = field(default_factory=dict)
+    out: Optional[str] = None  # default dist/<model>-<target>
+    weights: Optional[str] = None  # AttendNeXt state dict
+    fusion: str = "stock"
+    layout: Optional[str] = None  # "plain" (as imported), "prepack" (as the tuned kernels chose); None: the
+    # layout of this CPU's own database if it has one, else pipeline.DEFAULT_LAYOUT
+    linker: Optional[str] = None  # "gnu" or "zig"; default: gnu if installed
+    database: Optional[str] = None  # default tuning_logs/<target>/<model> when it exists
+    allow_emulated_logs: bool = False
+    allow_stale_database: bool = False  # apply a database tuned under another pipeline fingerprint
+    tune: Optional[tuning.TuneOptions] = None  # tune before building
+    verify: bool = False
+    tracker: Optional[str] = None
+    tolerance: float = 1e-4
+    dump_ir: Optional[str] = None
+    vector_exp: bool = True  # False: exp/sigmoid through libm, one call per lane (bench/fast_math.py)
+
+
+@dataclass
+class CompileResult:
+    library: Path
+    sidecar: dict
+    comparisons: List = field(default_factory=list)
+    verified: Optional[bool] = None
+
+
+def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
+    """The user's ONNX file, or a registered model (compiler.zoo; AttendNeXt by default) exported to
+    build/<name>.onnx, so that its artifact and tuning database are named after it."""
+
+    name = options.model or "attendnext"
+    if name not in zoo.MODELS and _is_onnx_path(name):
+        if options.weights:
+            raise UserError("--weights loads AttendNeXt weights: with --model, put the weights in the ONNX file")
+        return onnx_model.load(name, options.input_shapes)
+    zoo.lookup(name)  # an unknown name: the error lists the registered ones
+    if options.weights and name != "attendnext":
+        raise UserError(f"--weights loads AttendNeXt weights; {name} is built with seeded weights: drop --weights "
+                        "or export your trained model to ONNX and pass the file")
+    from compiler.frontend.onnx_export import export_attendnext, export_registered
+
+    path = paths.exported_onnx(name)
+    if name == "attendnext":
+        export_attendnext(path, weights=options.weights)
+    else:
+        export_registered(name, path)
+    return onnx_model.load(path, options.input_shapes)
+
+
+def _is_onnx_path(model: str) -> bool:
+    """An existing file or folder, or anything spelled like a path (a separator or a suffix), not a model name."""
+    path = Path(model)
+    return path.exists() or path.suffix != "" or len(path.parts) > 1
+
+
+def explain(options: CompileOptions) -> str:
+    """`compile.py --explain`: what custom fusion changes for this model and target."""
+
+    preset = targets.load(options.target)
+    model = prepare_onnx(options)
+    return explain_module.explain(pipeline.import_onnx(model), preset.tvm_target())
+
+
+@dataclass
+class BuildPlan:
+    """Everything a build needs once the graph passes ran: the final build and every tuning checkpoint
+    (compiler/tuning/checkpoint.py) apply a database to the same tunable module through this one path."""
+
+    mod: object  # the tunable module (phase 1)
+    preset: object
+    model: object
+    options: CompileOptions
+    fingerprint: dict
+    kernels: list
+    outputs: list
+    link: object
+    started: float
+
+    def build(self, database, records, out_dir: Path, quiet: bool = False) -> Path:
+        """Apply `records` (MetaSchedule database of the TuningDatabase `database`; both None: untuned),
+        finish, build and write the artifact into `out_dir`; returns the library path."""
+        import tvm
+
+        options, preset, target = self.options, self.preset, self.preset.tvm_target()
+        note = (lambda message: None) if quiet else say
+        dump = None if quiet else options.dump_ir  # a checkpoint does not overwrite the final build's IR dumps
+        mod, tuned = self.mod, []
+        if records is not None:
+            mod = pipeline.apply_database(mod, target, records, dump)
+            tuned = pipeline.scheduled_kernel_names(mod)
+            if options.database and self.kernels and not tuned and not quiet:
+                made_for = database.provenance.get("model_sha256", "unknown")[:12]
+                if made_for == self.model.sha256[:12]:
+                    raise UserError(f"--database {options.database} holds no successful measurement of {self.model.name} "
+                                    "(every candidate failed: see the failures tuning printed); tune it again with a "
+                                    "larger --session-timeout, or pass --database none to build untuned")
+                raise UserError(f"--database {options.database} has no record for any of the {len(self.kernels)} "
+                                f"kernels of {self.model.name} (ONNX sha256 {self.model.sha256[:12]}): it was tuned "
+                                f"for another model ({made_for}); give this model's database, or tune one with --tune")
+            note(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
+                 f"{len(tuned)} of {len(self.kernels)} kernels tuned")
+        else:
+            note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}: default "
+                 "schedules (slow; see --tune)")
+        mod = pipeline.finish_layout(mod, target, options.layout, dump)
+        note(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
+        executable = pipeline.build(mod, target, dump, options.vector_exp)
+        note(f"[4/4] linking with {self.link.name} into {out_dir}")
+        fields = dict(
+            model=self.model.name, onnx_sha256=self.model.sha256,
+            inputs=[spec.as_dict() for spec in self.model.inputs],
+            outputs=self.outputs,
+            target_name=preset.name, target=preset.target, fusion=options.fusion, tvm_version=tvm.__version__,
+            layout=options.layout,
+            tuning=artifact.TuningInfo(database=str(database.path) if database else None,
+                                       cpu=database.cpu if database else None, pipeline=self.fingerprint["hash"],
+                                       emulated=bool(database and database.emulated),
+                                       kernels_total=len(self.kernels), kernels_tuned=len(tuned)),
+            build_seconds=round(time.time() - self.started, 2),
+        )
+        return artifact.write(out_dir, executable, self.link, fields)
+
+
+def compile_model(options: CompileOptions) -> CompileResult:
+    started = time.time()
+    preset = targets.load(options.target)
+    link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work
+    if options.tracker:  # a wrong or unreachable tracker fails before the build, not after it
+
+        host, port = parse_tracker(options.tracker)
+        if options.verify and options.tune is None:
+            check_key(host, port, preset.rpc_key)
+    model = prepare_onnx(options)
+    out_dir = Path(options.out or paths.artifact_dir(model.name, preset.name))
+    artifact.check_output_dir(out_dir)
+    target = preset.tvm_target()
+    say(f"[1/4] importing {model.path.name} into Relax")
+    mod = pipeline.import_onnx(model)
+    if options.layout is None:
+        options = dataclasses.replace(options, layout=tuning_db.preferred_layout(
+            preset, model, options.fusion, pipeline.DEFAULT_LAYOUT, explicit=options.database))
+    say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
+    mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
+    kernels = pipeline.kernel_names(mod)
+    outputs = pipeline.output_specs(mod, model.output_names, model.inputs)  # an unknown size fails here, early
+    fingerprint = pipeline.fingerprint(options.fusion, options.layout)
+    plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started)
+    if options.tune is not None:
+        tune_database = tuning_db.for_build(preset, model, options.fusion, options.database, options.layout)
+        say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
+            f"{options.tune.trials} trials, database {tune_database.path}")
+        summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
+                              build_checkpoint=lambda records, out: plan.build(tune_database, records, out,
+                                                                               quiet=True))
+
+        tuning_report.write(tune_database, mod, target)
+        say(tuning.describe(summary))
+    database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs,
+                                options.layout, options.allow_stale_database, fingerprint)
+    library = plan.build(database, database.load() if database is not None else None, out_dir)
+
+    result = CompileResult(library=library, sidecar=read_sidecar(str(library)))
+    say(f"wrote {library} and {library.with_suffix('.json').name} ({time.time() - started:.1f} s)")
+    if options.verify:
+        device = "the host" if preset.is_host and not options.tracker else (
+            f"'{preset.rpc_key}' from tracker {options.tracker}" if options.tracker else "the emulated Raspberry Pi")
+        say(f"verifying on {device} against ONNX Runtime")
+        result.comparisons = verify.verify(library, model, preset, options.tracker)
+        result.verified = all(c.passed(options.tolerance) for c in result.comparisons)
+        for c in result.comparisons:
+            status = "ok" if c.passed(options.tolerance) else f"FAILED (tolerance {options.tolerance:g})"
+            print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
+    return result

@@ -1,0 +1,1 @@
+"""Tuning with MetaSchedule: the run, its database and provenance, seeding, budget policy, checkpoints, report, builder."""

@@ -1,0 +1,143 @@
+"""A tuning database belongs to a CPU and a pipeline: looked up by CPU, never applied silently to another
+CPU, refused under another pipeline fingerprint; the shipped databases carry that identity."""
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from compiler.passes import pipeline
+from compiler import targets
+from compiler.tuning import database as tuning_db
+from compiler.errors import UserError
+from conftest import ROOT
+
+MODEL = SimpleNamespace(name="tiny")
+
+
+def fake_preset(cpu: str):
+    host = targets.load("host")
+    return targets.Preset(name="host", description="test", declared_target=dict(host.target, mcpu=cpu),
+                          cross_triple=None, rpc_key="host")
+
+
+def make_database(root, cpu: str, layout: str = "plain", fingerprint=None):
+    folder = root / "host" / cpu / tuning_db.folder_name("tiny", "stock", layout)
+    folder.mkdir(parents=True)
+    (folder / tuning_db.WORKLOADS).write_text('["1", "AAAA"]\n')
+    (folder / tuning_db.RECORDS).write_text(json.dumps([0, [[], [0.001], {"kind": "llvm"}, []]]) + "\n")
+    database = tuning_db.TuningDatabase(folder)
+    database.write_provenance({"target_name": "host", "cpu": cpu, "device": {"cpu_model": f"Test CPU {cpu}"},
+                               "pipeline": fingerprint or pipeline.fingerprint("stock", layout)})
+    return database
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCAC_TUNING_LOGS", str(tmp_path))
+    return tmp_path
+
+
+def test_own_cpu_database_is_chosen_over_another(logs, capsys):
+    make_database(logs, "cpu-b")
+    own = make_database(logs, "cpu-a")
+    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
+    assert chosen.path == own.path
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_another_cpus_database_is_never_applied_silently(logs, capsys):
+    other = make_database(logs, "cpu-b")
+    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
+    assert chosen.path == other.path  # the measured policy: apply, with a warning
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "tuning database for CPU 'cpu-a'" in err[0] and "tuned for CPU 'cpu-b' (Test CPU cpu-b)" in err[0]
+    assert "python compile.py --target host --tune" in err[0]
+
+
+def test_foreign_database_of_another_layout_is_not_used(logs):
+    make_database(logs, "cpu-b", layout="prepack")
+    assert tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain") is None
+
+
+def test_explicit_database_is_applied_on_purpose_and_says_so(logs, capsys):
+    other = make_database(logs, "cpu-b")
+    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", str(other.path), False, "plain")
+    assert chosen.path == other.path
+    said = capsys.readouterr().err
+    assert f"applying the database {other.path}, tuned for CPU 'cpu-b'" in said and "to a build for 'cpu-a'" in said
+
+
+def test_database_of_another_pipeline_is_refused_unless_overridden(logs):
+    stale = dict(pipeline.fingerprint("stock", "plain"), hash="0123456789abcdef")
+    make_database(logs, "cpu-a", fingerprint=stale)
+    with pytest.raises(UserError, match="retune it .*--allow-stale-database"):
+        tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
+    assert tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain", allow_stale=True)
+
+
+def test_resuming_another_cpus_database_is_refused(logs):
+    other = make_database(logs, "cpu-b")
+    with pytest.raises(UserError, match="records of two CPUs would mix"):
+        tuning_db.check_resume(other, fake_preset("cpu-a"), pipeline.fingerprint("stock", "plain"), allow_other_cpu=False)
+    tuning_db.check_resume(other, fake_preset("cpu-a"), pipeline.fingerprint("stock", "plain"), allow_other_cpu=True)
+
+
+def test_fingerprint_changes_with_what_decides_the_kernels():
+    prints = {(f, l): pipeline.fingerprint(f, l)["hash"] for f in ("stock", "dcac") for l in pipeline.LAYOUTS}
+    assert len(set(prints.values())) == 4
+    assert pipeline.fingerprint("stock", "plain") == pipeline.fingerprint("stock", "plain")
+
+
+def test_shipped_databases_carry_their_cpu_and_pipeline():
+    """Every shipped database sits under its CPU's folder, and its provenance says so, with a fingerprint of
+    the current pipeline (the move to tuning_logs/<target>/<cpu>/ kept provenance)."""
+    shipped = [p.parent for p in (ROOT / "tuning_logs").glob(f"*/*/*/{tuning_db.RECORDS}")]
+    assert shipped, "no shipped databases found"
+    for folder in shipped:
+        database = tuning_db.TuningDatabase(folder)
+        provenance = database.provenance
+        assert database.cpu == folder.parent.name and provenance["target_name"] == folder.parent.parent.name
+        layout = provenance["pipeline"]["layout"]
+        assert database.fingerprint_hash == pipeline.fingerprint(provenance["fusion"], layout)["hash"], folder
+        assert provenance["trials"] == database.record_count() and provenance["device"]["cpu_model"]
+
+
+@pytest.mark.slow
+def test_build_with_another_cpus_database_warns_and_records_both(tiny_cnn_onnx, tmp_path):
+    """End to end with two real CPU names: tuned for haswell, built for skylake-avx512 (both run here)."""
+    env_logs = tmp_path / "logs"
+    presets = {}
+    for cpu in ("haswell", "skylake-avx512"):
+        presets[cpu] = tmp_path / f"{cpu}.json"
+        presets[cpu].write_text(json.dumps({"name": "host", "description": cpu, "cross_triple": None,
+                                            "rpc_key": "host", "target": {"kind": "llvm", "mcpu": cpu,
+                                                                          "num-cores": 2}}))
+    env = dict(__import__("os").environ, DCAC_TUNING_LOGS=str(env_logs))
+    run = lambda *args: subprocess.run([sys.executable, str(ROOT / "compile.py"), "--model", str(tiny_cnn_onnx),  # noqa
+                                        "--layout", "plain", *map(str, args)], capture_output=True, text=True, env=env)
+    tuned = run("--target", presets["haswell"], "--tune", "--trials", "12", "--out", tmp_path / "a")
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    database = env_logs / "host" / "haswell" / "tiny_cnn"
+    assert tuning_db.TuningDatabase(database).record_count() >= 12
+    built = run("--target", presets["skylake-avx512"], "--out", tmp_path / "b")
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "tuning database for CPU 'skylake-avx512'" in built.stderr and "tuned for CPU 'haswell'" in built.stderr
+    sidecar = json.loads((tmp_path / "b" / "tiny_cnn.json").read_text())
+    assert sidecar["tuning"]["cpu"] == "haswell" and sidecar["target"]["mcpu"] == "skylake-avx512"
+    resumed = run("--target", presets["skylake-avx512"], "--database", database, "--tune", "--trials", "20",
+                  "--out", tmp_path / "c")
+    assert resumed.returncode == 2 and "records of two CPUs would mix" in resumed.stderr
+
+
+def test_a_build_without_a_layout_follows_this_cpus_own_database(logs):
+    """The CPU matters more than the layout: a CPU with only a plain database builds plain by default."""
+    preset = fake_preset("cpu-a")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"  # nothing: the default
+    make_database(logs, "cpu-b", layout="prepack")
+    make_database(logs, "cpu-a", layout="plain")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "plain"
+    make_database(logs, "cpu-a", layout="prepack")
+    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"

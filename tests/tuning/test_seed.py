@@ -1,0 +1,101 @@
+"""--seed-database: another database's best schedules start a run, and only this device's timings land."""
+import collections
+import json
+import subprocess
+
+import pytest
+
+from compiler.tuning import database as tuning_db
+from test_tune import CLEAN_ENV, records, tune_cmd
+
+FAKE_SECONDS = 123.0  # a timing no kernel of tiny_cnn takes: if it shows up in the new database, it was copied
+
+
+def run(cmd, **kwargs):
+    return subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV, timeout=1800, **kwargs)
+
+
+def doctored_copy(source, target):
+    """The source database with every timing replaced by FAKE_SECONDS (seeds rank by them, never keep them)."""
+    target.mkdir()
+    (target / tuning_db.WORKLOADS).write_text((source / tuning_db.WORKLOADS).read_text())
+    lines = []
+    for line in records(source):
+        workload, (trace, run_secs, *rest) = json.loads(line)
+        lines.append(json.dumps([workload, [trace, [FAKE_SECONDS] * len(run_secs), *rest]]))
+    (target / tuning_db.RECORDS).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_a_seed_is_replayed_and_measured_here_never_copied(tiny_cnn_onnx, tmp_path):
+    first = tmp_path / "first"
+    result = run(tune_cmd(tiny_cnn_onnx, "host", first, 12))
+    assert result.returncode == 0, result.stderr[-2000:]
+    seed = tmp_path / "seed"
+    doctored_copy(first, seed)
+    seed_bytes = {p.name: p.read_bytes() for p in seed.iterdir()}
+    seeded = tmp_path / "seeded"
+    per_workload = collections.Counter(json.loads(line)[0] for line in records(seed))
+    replayed = sum(min(2, n) for n in per_workload.values())  # top 2 of each workload
+    # A budget of exactly the replay: it is spent by the seed alone, measured here.
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed, "--seed-database", str(seed)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    tasks = len(per_workload)
+    assert f"seeded {tasks} of " in result.stderr, result.stderr[-2000:]
+    new = [json.loads(line) for line in records(seeded)]
+    assert len(new) == replayed
+    timings = [s for _, (_, run_secs, *_) in new for s in run_secs]
+    assert timings and all(0 < s < 1.0 for s in timings)  # this machine's measurements, not the seed's
+    seed_traces = [json.dumps(json.loads(line)[1][0]) for line in records(seed)]
+    assert all(json.dumps(trace) in seed_traces for _, (trace, *_) in new)  # the seed's own schedules, replayed
+    assert {p.name: p.read_bytes() for p in seed.iterdir()} == seed_bytes  # the seed is only read
+    run_entry = json.loads((seeded / "provenance.json").read_text())["runs"][-1]
+    assert run_entry["seed"]["tasks_seeded"] == tasks and run_entry["seed"]["measured"] == replayed
+    # A resumed run with more budget does not replay the seed again: it searches.
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed + 4, "--seed-database", str(seed)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "seeded 0 of " in result.stderr and len(records(seeded)) >= replayed + 4
+
+
+def test_a_missing_seed_database_is_a_one_line_user_error(tiny_cnn_onnx, tmp_path):
+    result = run(tune_cmd(tiny_cnn_onnx, "host", tmp_path / "db", 4, "--seed-database", str(tmp_path / "nowhere")))
+    assert result.returncode == 2
+    assert "--seed-database" in result.stderr and "no tuning database there" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_resumed_run_trains_its_cost_model_on_the_records_it_has():
+    """MetaSchedule starts every run with an untrained cost model; a resumed run first learns the database's own
+    records (those that ran: a failed candidate's 1e10 s is not a timing)."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_ffi import structural_equal
+
+    from compiler.tuning.seed import train_on_own_records
+
+    a, b = te.placeholder((32, 32), name="a"), te.placeholder((32, 32), name="b")
+    k = te.reduce_axis((0, 32), name="k")
+    matmul = te.create_prim_func([a, b, te.compute((32, 32), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k))])
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    context = ms.TuneContext(mod=tvm.IRModule({"main": matmul}), target=target, space_generator="post-order-apply",
+                             search_strategy="evolutionary")
+    space = context.generate_design_space()[0]
+    database = ms.database.MemoryDatabase()
+    workload = database.commit_workload(context.mod)
+    for seconds in (2e-3, 1e10):
+        database.commit_tuning_record(ms.database.TuningRecord(
+            trace=space.trace, workload=workload, run_secs=[seconds], target=target,
+            args_info=ms.arg_info.ArgInfo.from_prim_func(matmul)))
+    updates = []
+
+    class Recorder:
+        def update(self, context, candidates, results):
+            updates.append(([c.sch.mod for c in candidates], [[float(s) for s in r.run_secs] for r in results]))
+
+    assert train_on_own_records(database, [context], Recorder()) == 1
+    (modules, timings), = updates
+    assert timings == [[2e-3]] and len(modules) == 1
+    assert structural_equal(modules[0], space.mod)  # the record's trace, replayed on the task
