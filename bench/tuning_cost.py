@@ -63,7 +63,7 @@ def default_seed(shipped_cpu: str) -> str:
 
     preset = targets.load("host")
     here = tuning_db.cpu_of(preset)
-    candidates = [db for db in tuning_db.foreign_databases(preset, "attendnext", "stock", DEFAULT_LAYOUT)
+    candidates = [db for db in tuning_db.foreign_databases(tuning_db.DatabaseKey(preset, "attendnext", "stock", DEFAULT_LAYOUT))
                   if db.cpu not in (here, shipped_cpu)]
     if not candidates:
         raise UserError("no database of a third CPU to seed from: pass --seed DIR (a folder under tuning_logs/)")

@@ -57,6 +57,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=int, metavar="N",
                         help="with --tune: every N trials build the model with the records so far and time it on the "
                              "tuning device (checkpoints.json beside the database; the report plots it)")
+    parser.add_argument("--wait-for-database", action="store_true",
+                        help="with --tune: if another run is writing the database, wait for it and resume from its "
+                             "records (default: refuse at once)")
     parser.add_argument("--budget-policy", choices=["on", "off"], default="on",
                         help="with --tune: stop tasks whose best has flattened and kernels with no schedule space "
                              "(on, default), or leave every choice to MetaSchedule's gradient scheduler (off)")
@@ -93,10 +96,10 @@ def run(args) -> int:
         out=args.out, weights=args.weights, fusion=args.fusion, layout=args.layout, linker=args.linker,
         database=args.database, allow_emulated_logs=args.allow_emulated_logs,
         allow_stale_database=args.allow_stale_database, verify=args.verify,
-        tune=TuneOptions(trials=args.trials, tracker=args.tracker, servers=args.servers,
+        tune=TuneOptions(trials=args.trials, servers=args.servers,
                          session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
                          seed_database=args.seed_database, search_population=args.search_population,
-                         checkpoint_every=args.checkpoint_every,
+                         checkpoint_every=args.checkpoint_every, wait_for_database=args.wait_for_database,
                          budget_policy=BudgetPolicy() if args.budget_policy == "on" else None)
         if args.tune else None, tracker=args.tracker,
         tolerance=args.tolerance, dump_ir=args.dump_ir)

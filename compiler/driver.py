@@ -19,7 +19,7 @@ from compiler.errors import UserError
 from compiler.frontend import onnx_model
 from compiler.output import say
 from compiler.passes import explain as explain_module, pipeline
-from compiler.tuning import database as tuning_db, report as tuning_report, tune as tuning
+from compiler.tuning import database as tuning_db, tune as tuning
 
 
 @dataclass
@@ -164,9 +164,10 @@ def compile_model(options: CompileOptions) -> CompileResult:
     target = preset.tvm_target()
     say(f"[1/4] importing {model.path.name} into Relax")
     mod = pipeline.import_onnx(model)
+    key = tuning_db.DatabaseKey(preset, model.name, options.fusion, options.layout or pipeline.DEFAULT_LAYOUT)
     if options.layout is None:
-        options = dataclasses.replace(options, layout=tuning_db.preferred_layout(
-            preset, model, options.fusion, pipeline.DEFAULT_LAYOUT, explicit=options.database))
+        key = key.with_layout(tuning_db.preferred_layout(key, explicit=options.database))
+        options = dataclasses.replace(options, layout=key.layout)
     say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
     mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
     kernels = pipeline.kernel_names(mod)
@@ -174,17 +175,16 @@ def compile_model(options: CompileOptions) -> CompileResult:
     fingerprint = pipeline.fingerprint(options.fusion, options.layout)
     plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started)
     if options.tune is not None:
-        tune_database = tuning_db.for_build(preset, model, options.fusion, options.database, options.layout)
+        tune_database = tuning_db.for_build(key, options.database)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
         summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
                               build_checkpoint=lambda records, out: plan.build(tune_database, records, out,
-                                                                               quiet=True))
-
-        tuning_report.write(tune_database, mod, target)
+                                                                               quiet=True),
+                              tracker=options.tracker)
         say(tuning.describe(summary))
-    database = tuning_db.select(preset, model, options.fusion, options.database, options.allow_emulated_logs,
-                                options.layout, options.allow_stale_database, fingerprint)
+    database = tuning_db.select(key, options.database, options.allow_emulated_logs, options.allow_stale_database,
+                                fingerprint)
     library = plan.build(database, database.load() if database is not None else None, out_dir)
 
     result = CompileResult(library=library, sidecar=read_sidecar(str(library)))

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from compiler import atomic, zoo
-from compiler.artifact.runtime import Model
+from compiler.artifact.runtime import Model, use_threads
 from compiler.bench.measure import (
     NO_TORCH_ON_DEVICE,
     announce_emulation,
@@ -56,7 +56,7 @@ def common_databases(preset, names, layout=None) -> dict:
     own, and the notes name the budgets)."""
 
     layout = layout or DEFAULT_LAYOUT
-    others = [db.path.parent.name for db in tuning_db.foreign_databases(preset, names[0], "stock", layout)]
+    others = [db.path.parent.name for db in tuning_db.foreign_databases(tuning_db.DatabaseKey(preset, names[0], "stock", layout))]
     for cpu in [tuning_db.cpu_of(preset), *others]:
         paths = {name: tuning_db.default_path(preset.name, cpu, name, "stock", layout) for name in names}
         if all((path / tuning_db.RECORDS).is_file() for path in paths.values()):
@@ -194,8 +194,6 @@ def publish(report: dict, json_path=None) -> None:
 
 def run(preset, args) -> dict:
     """Build every model named by `args.models`, measure them side by side, return the report."""
-    import os
-
     names = model_names(args.models)
     threads = preset.num_cores
     builds = build_models(preset, names, args.layout)
@@ -203,7 +201,7 @@ def run(preset, args) -> dict:
     command = (f"python -m compiler.bench --target {preset.name} --models {args.models} --runs {args.runs}"
                + (f" --layout {args.layout}" if args.layout else "") + (f" --tracker {args.tracker}" if args.tracker else ""))
     if preset.is_host:
-        os.environ["TVM_NUM_THREADS"] = str(threads)
+        use_threads(threads)
         timers = timers_host(builds, threads)
         say(f"measuring {len(timers)} engines of {len(names)} models, {rounds} interleaved rounds of {per_round} runs")
         times = measure(timers, rounds, per_round)

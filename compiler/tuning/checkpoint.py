@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from compiler import atomic, output, paths
-from compiler.tuning import files as database_files
+from compiler.tuning.database import read_json
 
 CHECKPOINTS = "checkpoints.json"
 
@@ -42,7 +42,7 @@ def next_due(trials: int, every: int) -> int:
 def read_log(folder: Path) -> dict:
     """The checkpoint log of the database in `folder` ({"checkpoints": []} when it has none)."""
     path = Path(folder) / CHECKPOINTS
-    data = database_files.read_json(path) if path.is_file() else {}
+    data = read_json(path) if path.is_file() else {}
     data.setdefault("checkpoints", [])
     data.setdefault("tuning_seconds", 0.0)
     return data

@@ -4,11 +4,19 @@ One database per target, CPU and model: MetaSchedule's JSONDatabase ignores the 
 matches a kernel's structural hash only), so a database must never be picked up by a build for another
 CPU without saying so. Each records the pipeline fingerprint it was tuned under (compiler/passes/pipeline.py):
 records of another pipeline match no kernel, and applying them would silently leave the build untuned. A crash can cut the last line of a
-record file; `repair` drops such a line so every complete record still loads.
+record file; `repair` drops such a line so every complete record still loads; any other damage (a
+provenance.json edited by hand, a record naming a workload the workload file lacks) is one line naming the
+folder and the fix, not TVM's C++ traceback.
+
+The database owns its provenance.json: a run is opened, closed, marked interrupted or given its seed
+through the methods below, each a read-modify-write of the file on disk under the database's write lock
+(compiler/tuning/lock.py), so no run's entry is lost or overwritten.
 """
+import dataclasses
+import datetime
 import json
 import os
-import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,7 +26,7 @@ from compiler.device.session import host_description
 from compiler.errors import UserError
 from compiler.output import warn
 from compiler.passes.pipeline import fingerprint as pipeline_fingerprint
-from compiler.tuning import files as database_files
+from compiler.tuning import lock
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -42,6 +50,28 @@ def default_path(target_name: str, cpu: str, model_name: str, fusion: str = "sto
     return paths.tuning_logs() / target_name / cpu / folder_name(model_name, fusion, layout)
 
 
+@dataclass(frozen=True)
+class DatabaseKey:
+    """Whose database: a target preset (and so its CPU), a model, a fusion mode and a weight layout. Each
+    decides the kernels or the timings, so each is part of the folder: tuning_logs/<target>/<cpu>/<name>/."""
+
+    preset: object
+    model_name: str
+    fusion: str = "stock"
+    layout: str = "plain"
+
+    @property
+    def cpu(self) -> str:
+        return cpu_of(self.preset)
+
+    def folder(self, cpu: Optional[str] = None, layout: Optional[str] = None) -> Path:
+        """This key's folder, or the same key's for another CPU or layout."""
+        return default_path(self.preset.name, cpu or self.cpu, self.model_name, self.fusion, layout or self.layout)
+
+    def with_layout(self, layout: str) -> "DatabaseKey":
+        return dataclasses.replace(self, layout=layout)
+
+
 def _complete_lines(path: Path):
     """Split a JSON-lines file into its complete (parseable, newline-ended) lines and the broken rest."""
     data = path.read_bytes()
@@ -55,6 +85,35 @@ def _complete_lines(path: Path):
         except ValueError:
             bad += 1
     return good, bad
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}): restore it from the copy it came with, or tune "
+                        "into a new --database folder") from None
+
+
+def json_database(workload_file: Path, record_file: Path):
+    """MetaSchedule's JSONDatabase over the two files, or a UserError if they do not load."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(path_workload=str(workload_file), path_tuning_record=str(record_file),
+                                        allow_missing=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[-1].replace("parallel_for_dynamic error with ", "") if lines else type(err).__name__
+        if "workload_index" in detail:
+            detail = f"a record names a workload that {Path(workload_file).name} does not have"
+        raise UserError(f"the tuning database in {Path(record_file).parent} is damaged ({detail.rstrip(': ')}): "
+                        "restore its files from the copy they came with, or tune into a new --database folder") \
+            from None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -75,10 +134,61 @@ class TuningDatabase:
     @property
     def provenance(self) -> dict:
         path = self.path / PROVENANCE
-        return database_files.read_json(path) if path.is_file() else {}
+        return read_json(path) if path.is_file() else {}
 
     def write_provenance(self, data: dict) -> None:
         atomic.write_json(self.path / PROVENANCE, data)
+
+    def writing(self, wait: bool = False, command: Optional[str] = None):
+        """The write lock, for a block that writes records, checkpoints, the report or provenance."""
+        return lock.exclusive(self.path, wait=wait, command=command)
+
+    def open_run(self, identity: dict, run: dict) -> None:
+        """Start this run's provenance entry (`run`, plain values) and write the database's identity (target,
+        CPU, pipeline, ...). An entry an earlier run left open is closed as interrupted first: that run held
+        the write lock, so its process is gone; its finished records are in the database."""
+        provenance = self.provenance
+        runs = list(provenance.get("runs", []))
+        self._close_open_entry(runs)
+        runs.append({**run, "started": _now(), "trials_before": self.record_count(), "pid": os.getpid()})
+        self.write_provenance({**provenance, **identity, "device": provenance.get("device", identity.get("device")),
+                               "trials": self.record_count(), "created": provenance.get("created", _now()),
+                               "updated": _now(), "runs": runs})
+
+    def close_run(self, minutes: float, stopped_tasks: dict) -> None:
+        """End this run's entry with the trials now in the database."""
+        provenance = self.provenance
+        if not provenance:
+            return
+        runs = provenance.get("runs") or []
+        if runs and "ended" not in runs[-1]:
+            runs[-1].update(ended=_now(), trials_after=self.record_count(), minutes=round(minutes, 1),
+                            stopped_tasks=stopped_tasks)
+        self.write_provenance({**provenance, "trials": self.record_count(), "updated": _now()})
+
+    def mark_interrupted(self) -> None:
+        """Close an open run entry as interrupted, with the records it left (they all count on resume)."""
+        provenance = self.provenance
+        runs = provenance.get("runs") or []
+        if self._close_open_entry(runs):
+            self.write_provenance({**provenance, "trials": self.record_count(), "updated": _now()})
+
+    def record_seed(self, seed: dict) -> None:
+        """The seed's source and counts in this run's entry (and so in the report)."""
+        provenance = self.provenance
+        if provenance.get("runs"):
+            provenance["runs"][-1]["seed"] = seed
+            self.write_provenance(provenance)
+
+    def thread_counts(self) -> set:
+        """The thread counts earlier runs measured candidates on (None: TVM's default)."""
+        return {(run.get("device") or {}).get("tvm_threads") for run in self.provenance.get("runs") or []}
+
+    def _close_open_entry(self, runs: list) -> bool:
+        if runs and "ended" not in runs[-1]:
+            runs[-1].update(ended="interrupted", trials_after=self.record_count())
+            return True
+        return False
 
     @property
     def emulated(self) -> bool:
@@ -116,19 +226,37 @@ class TuningDatabase:
             return 0
         return len(_complete_lines(self.record_file)[0])
 
-    def load(self):
-        """MetaSchedule's JSONDatabase over these files (repaired first), created if absent."""
+    def load(self, for_writing: bool = False):
+        """MetaSchedule's JSONDatabase over these files (repaired first), created if absent. A writer
+        (`for_writing`) holds the write lock already. A reader repairs and reads in place only if no one
+        holds it; while a tuning run writes, a reader gets the complete records as they are and touches nothing."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if for_writing:
+            return self._repaired()
+        with lock.unless_held(self.path) as free:
+            if free:
+                return self._repaired()
+            with tempfile.TemporaryDirectory(prefix="dcac-db-") as snapshot:
+                copies = []
+                for path in (self.workload_file, self.record_file):
+                    copy = Path(snapshot) / path.name
+                    good = _complete_lines(path)[0] if path.is_file() else []
+                    copy.write_bytes(b"".join(line + b"\n" for line in good))
+                    copies.append(copy)
+                return json_database(*copies)  # read whole at construction: the snapshot may go
+
+    def _repaired(self):
         dropped = self.repair()
         if dropped:
             warn(f"tuning database {self.path}: dropped {dropped} incomplete line(s) left by a crash")
-        return database_files.json_database(self.workload_file, self.record_file)
+        return json_database(self.workload_file, self.record_file)
 
 
 
-def _tune_command(preset, fusion: str, layout: str) -> str:
-    extra = (f" --fusion {fusion}" if fusion != "stock" else "") + (f" --layout {layout}" if layout != "plain" else "")
-    return f"python compile.py --target {preset.name}{extra} --tune --trials 2000"
+def _tune_command(key: DatabaseKey) -> str:
+    extra = ((f" --fusion {key.fusion}" if key.fusion != "stock" else "")
+             + (f" --layout {key.layout}" if key.layout != "plain" else ""))
+    return f"python compile.py --target {key.preset.name}{extra} --tune --trials 2000"
 
 
 def check_fingerprint(database: TuningDatabase, fingerprint: dict, allow_stale: bool) -> None:
@@ -144,84 +272,75 @@ def check_fingerprint(database: TuningDatabase, fingerprint: dict, allow_stale: 
                     "records match no kernel; retune it (--tune), or pass --allow-stale-database to apply it anyway")
 
 
-def for_build(preset, model, fusion: str, explicit: Optional[str], layout: str = "plain") -> TuningDatabase:
-    """The database folder a tuning run of this preset, CPU, model, fusion and layout writes into (or
-    --database); refuses another preset's."""
-    path = Path(explicit) if explicit else default_path(preset.name, cpu_of(preset), model.name, fusion, layout)
-    database = TuningDatabase(path)
+def for_build(key: DatabaseKey, explicit: Optional[str]) -> TuningDatabase:
+    """The database folder a tuning run for `key` writes into (or --database); refuses another preset's."""
+    database = TuningDatabase(Path(explicit) if explicit else key.folder())
     made_for = database.provenance.get("target_name")
-    if made_for is not None and made_for != preset.name:
-        raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{preset.name}': "
-                        f"records of one device are never applied to another; tune for {preset.name}")
+    if made_for is not None and made_for != key.preset.name:
+        raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{key.preset.name}': "
+                        f"records of one device are never applied to another; tune for {key.preset.name}")
     return database
 
 
-def preferred_layout(preset, model, fusion: str, default: str, explicit: Optional[str] = None) -> str:
-    """The weight layout of a build that did not choose one: `default`, unless only another layout has a
-    database of this CPU's own (the CPU matters more than the layout: README, "A database belongs to a
-    CPU"), or an explicit --database was tuned under another layout."""
+def preferred_layout(key: DatabaseKey, explicit: Optional[str] = None) -> str:
+    """The weight layout of a build that did not choose one: `key.layout` (the default), unless only another
+    layout has a database of this CPU's own (the CPU matters more than the layout: docs/databases-and-cpus.md),
+    or an explicit --database was tuned under another layout."""
     if explicit and explicit != "none":
-        return TuningDatabase(Path(explicit)).provenance.get("pipeline", {}).get("layout", default)
-    own = lambda layout: default_path(preset.name, cpu_of(preset), model.name, fusion, layout)  # noqa: E731
-    if (own(default) / RECORDS).is_file():
-        return default
-    return next((layout for layout in ("plain", "prepack") if (own(layout) / RECORDS).is_file()), default)
+        return TuningDatabase(Path(explicit)).provenance.get("pipeline", {}).get("layout", key.layout)
+    if (key.folder() / RECORDS).is_file():
+        return key.layout
+    return next((layout for layout in ("plain", "prepack") if (key.folder(layout=layout) / RECORDS).is_file()),
+                key.layout)
 
 
-def foreign_databases(preset, model_name: str, fusion: str, layout: str) -> list:
-    """Databases of this preset, model, fusion and layout tuned for other CPUs, same vector ISA first."""
-    here = cpu_of(preset)
-    name = folder_name(model_name, fusion, layout)
-    found = [TuningDatabase(folder / name) for folder in sorted((paths.tuning_logs() / preset.name).glob("*"))
-             if folder.is_dir() and folder.name != here and (folder / name / RECORDS).is_file()]
-    wide = "avx512f" in _host_features() if preset.is_host else None
+def foreign_databases(key: DatabaseKey) -> list:
+    """Databases of this key tuned for other CPUs, same vector ISA first."""
+    name = key.folder().name
+    found = [TuningDatabase(folder / name) for folder in sorted((paths.tuning_logs() / key.preset.name).glob("*"))
+             if folder.is_dir() and folder.name != key.cpu and (folder / name / RECORDS).is_file()]
+    wide = "avx512f" in host_description()["cpu_features"] if key.preset.is_host else None
     return sorted(found, key=lambda db: ("avx512f" in db.provenance.get("device", {}).get("cpu_features", [])) != wide)
 
 
-def _host_features() -> list:
-    return host_description()["cpu_features"]
-
-
-def select(preset, model, fusion: str, explicit: Optional[str], allow_emulated: bool, layout: str = "plain",
-           allow_stale: bool = False, fingerprint: Optional[dict] = None) -> Optional[TuningDatabase]:
+def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = False, allow_stale: bool = False,
+           fingerprint: Optional[dict] = None) -> Optional[TuningDatabase]:
     """The database to apply to a build, or None (none yet, `--database none`, or emulated timings for a
     real board).
 
     This CPU's own database is applied. Without one, another CPU's database of the same pipeline is
     applied with a one-line warning that names both CPUs and the command that tunes for this one: that
-    policy was chosen by measurement (README, "A database belongs to a CPU"): even on a CPU of another
-    vector width, foreign schedules ran several times faster than TVM's default ones."""
+    policy was chosen by measurement (docs/databases-and-cpus.md): even on a CPU of another vector width,
+    foreign schedules ran several times faster than TVM's default ones."""
     if explicit == "none":
         return None
-
-    fingerprint = fingerprint or pipeline_fingerprint(fusion, layout)
-    here = cpu_of(preset)
-    database = for_build(preset, model, fusion, explicit, layout)
+    fingerprint = fingerprint or pipeline_fingerprint(key.fusion, key.layout)
+    database = for_build(key, explicit)
     if explicit:
         if not database.exists():
             raise UserError(f"--database {explicit} holds no MetaSchedule database "
                             f"({WORKLOADS} and {RECORDS}): give a folder written by --tune")
         check_fingerprint(database, fingerprint, allow_stale)
-        if database.cpu not in (None, here):
+        if database.cpu not in (None, key.cpu):
             warn(f"note: applying the database {explicit}, tuned for CPU {database.describe_cpu()}, to a build for "
-                f"'{here}'")
+                 f"'{key.cpu}'")
     elif not database.exists():
-        foreign = foreign_databases(preset, model.name, fusion, layout)
+        foreign = foreign_databases(key)
         if not foreign:
             return None
         database = foreign[0]
         check_fingerprint(database, fingerprint, allow_stale)
-        others = [other for other in ("plain", "prepack") if other != layout
-                  and default_path(preset.name, here, model.name, fusion, other).joinpath(RECORDS).is_file()]
+        others = [other for other in ("plain", "prepack")
+                  if other != key.layout and (key.folder(layout=other) / RECORDS).is_file()]
         hint = f" (or use this CPU's own database: --layout {others[0]})" if others else ""
-        warn(f"warning: no {layout}-layout tuning database for CPU '{here}' ({preset.name}/{model.name}); applying "
-            f"the one tuned for CPU {database.describe_cpu()}, which can be several times slower here than this "
-            f"CPU's own; tune for this CPU: {_tune_command(preset, fusion, layout)}{hint}")
+        warn(f"warning: no {key.layout}-layout tuning database for CPU '{key.cpu}' ({key.preset.name}/"
+             f"{key.model_name}); applying the one tuned for CPU {database.describe_cpu()}, which can be several "
+             f"times slower here than this CPU's own; tune for this CPU: {_tune_command(key)}{hint}")
     else:
         check_fingerprint(database, fingerprint, allow_stale)
-    if database.emulated and not preset.is_host and not allow_emulated:
+    if database.emulated and not key.preset.is_host and not allow_emulated:
         warn(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
-            "real board (pass --allow-emulated-logs to use it anyway)")
+             "real board (pass --allow-emulated-logs to use it anyway)")
         return None
     return database
 

@@ -12,13 +12,12 @@ measurement, so a dead or frozen server costs only its in-flight candidates; whe
 the run stops with a clear error and a resumable database.
 """
 import collections
+import contextlib
 import dataclasses
-import datetime
 import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from compiler.artifact.runtime import Model, use_threads
 from compiler.device.session import describe_device, open_device
 from compiler.errors import DeviceError, UserError
 from compiler.output import say, warn
+from compiler.tuning import report
 from compiler.tuning.checkpoint import Checkpointer
 from compiler.tuning.database import check_resume, cpu_of
 from compiler.tuning.measure_inputs import alloc_local, alloc_rpc
@@ -41,7 +41,6 @@ from compiler.tuning.seed import best_records, open_seed, replay, train_on_own_r
 @dataclass
 class TuneOptions:
     trials: int = 2000
-    tracker: Optional[str] = None
     servers: int = 2  # emulated servers started when no tracker is given (aarch64 presets)
     session_timeout: float = 120.0  # one candidate's upload + load + measurement on a device
     trials_per_iter: Optional[int] = None  # default: from the budget and the number of tasks
@@ -57,6 +56,7 @@ class TuneOptions:
     checkpoint_every: Optional[int] = None  # build and time the whole model every N trials (tuning_checkpoint.py)
     checkpoint_runs: int = 20  # timed runs per checkpoint
     checkpoint_libraries: Optional[str] = None  # where checkpoint libraries go (default build/checkpoints/...)
+    wait_for_database: bool = False  # another run writes the database: wait for it, then resume (else exit 2)
 
 
 @dataclass
@@ -186,15 +186,23 @@ def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptio
 
 
 def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict,
-         build_checkpoint=None) -> TuneSummary:
-    """Tune every kernel of the tunable module `mod` into `database` (a tuning_db.TuningDatabase), built
-    by the pipeline `fingerprint` names (compiler/passes/pipeline.py). `build_checkpoint(records, out_dir) ->
-    library` builds the model with a MetaSchedule database (needed for options.checkpoint_every)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from compiler.tuning.builder import PersistentBuilder, SharedLibraryExport
-
+         build_checkpoint=None, tracker: Optional[str] = None) -> TuneSummary:
+    """Tune every kernel of the tunable module `mod` into `database` (a tuning.database.TuningDatabase), built
+    by the pipeline `fingerprint` names (compiler/passes/pipeline.py), then write its report. `build_checkpoint(
+    records, out_dir) -> library` builds the model with a MetaSchedule database (needed for checkpoint_every).
+    Candidates are measured on the boards behind `tracker` (HOST:PORT), else on the host or emulated Pis.
+    The database's write lock is held from before the first read to the last write."""
+    check_options(options, build_checkpoint)
     schedules.register()  # the project's schedule rules, before tasks are extracted
+    with database.writing(wait=options.wait_for_database):
+        check_resume(database, preset, fingerprint, options.allow_other_cpu)
+        summary = _tune_locked(mod, preset, database, options, model_sha256, fingerprint, build_checkpoint, tracker)
+        report.write(database, mod, preset.tvm_target())
+    return summary
+
+
+def check_options(options: TuneOptions, build_checkpoint=None) -> None:
+    """Refuse a budget, checkpoint spacing or population that cannot work, before any slow step."""
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
     if options.checkpoint_every is not None and (options.checkpoint_every <= 0 or build_checkpoint is None):
@@ -204,148 +212,181 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
         raise UserError(f"--search-population {options.search_population}: give at least 64 (the search keeps 50 "
                         "unmeasured candidates besides the measured ones), e.g. --search-population 64")
 
-    check_resume(database, preset, fingerprint, options.allow_other_cpu)
+
+def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict,
+                 build_checkpoint, tracker: Optional[str]) -> TuneSummary:
+    from tvm.s_tir import meta_schedule as ms
 
     seed = open_seed(options.seed_database) if options.seed_database else None
     started = time.time()
     target = preset.tvm_target()
-    db = database.load()
+    db = database.load(for_writing=True)
     spent = database.record_count()
     summary = TuneSummary(trials_before=spent, trials_now=spent, budget=options.trials, tasks=0)
-    remaining = options.trials - spent
     tasks = ms.relax_integration.extract_tasks(mod, target)
     summary.tasks = len(tasks)
-    if remaining <= 0:
+    if options.trials - spent <= 0:
         say(f"tuning: {spent} trials already in {database.path} (budget {options.trials}): nothing to do")
-        _close_interrupted_run(database)  # a killed run's entry, if any: it never reached _finish
+        database.mark_interrupted()  # a killed run's entry, if any: it never reached its close
         return _finish(summary, database, started)
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    if options.tracker is None and not preset.is_host:
+    if tracker is None and not preset.is_host:
         warn(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
              "not a real board's")
-    with open_device(preset, options.tracker, options.servers) as reached:
-        if reached.tracker is None:
-            # Candidates run on the threads the built model will use (runtime.Model), not on TVM's x86 default
-            # of half the CPUs; the runner's workers inherit the setting. A user's TVM_NUM_THREADS wins.
-            threads = int(os.environ.get("TVM_NUM_THREADS") or preset.num_cores)
-            use_threads(threads)
-            _warn_if_threads_differ(database, threads)
-            runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
-            device, check = dict(describe_device(None), tvm_threads=threads), None
-        else:
-            host, port = reached.address
-            device = describe_device(reached.session(options.session_timeout))
-            if reached.emulated:
-                device["emulated"] = True
-
-            def check() -> bool:
-                return reached.servers() > 0
-            runner = _rpc_runner(host, port, preset.rpc_key, reached.servers(), options)
-        per_iter = options.trials_per_iter or trials_per_iter(remaining, len(tasks), reached.servers())
+    with open_device(preset, tracker, options.servers) as reached:
+        runner, device, check = _runner(preset, reached, options, database)
+        per_iter = options.trials_per_iter or trials_per_iter(options.trials - spent, len(tasks), reached.servers())
         population = options.search_population or default_population(per_iter)
-        database.write_provenance(_provenance(database, preset, device, model_sha256, fingerprint, options, per_iter,
-                                              population))
-        link = find_linker(preset.cross_triple)
-        workers = max(1, min(2, os.cpu_count() or 1))
-        if options.builder == "stock":
-            builder = ms.builder.LocalBuilder(max_workers=workers, f_export=SharedLibraryExport(link))
-            builder.close = lambda: None
-        else:
-            builder = PersistentBuilder(link, max_workers=workers)
-        policy_state = (PolicyState(options.budget_policy, earlier_stops(database.provenance))
-                        if options.budget_policy is not None else None)
-        if policy_state is None:  # MetaSchedule's own contexts, as tune_relax makes them
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                tasks, work_dir=str(database.path / "logs"),
-                strategy=ms.search_strategy.EvolutionarySearch(population_size=population))
-        else:
-            contexts, weights = tune_contexts(
-                tasks, str(database.path / "logs"),
-                lambda: ms.search_strategy.EvolutionarySearch(population_size=population), policy_state)
+        database.open_run(_identity(preset, device, model_sha256, fingerprint, options),
+                           _run_entry(device, options, per_iter, population))
+        builder = _builder(preset, options)
+        try:
+            policy_state = (PolicyState(options.budget_policy, earlier_stops(database.provenance))
+                            if options.budget_policy is not None else None)
+            contexts, weights = _contexts(tasks, database, population, policy_state)
             if not contexts:
                 say("tuning: every task was stopped by the budget policy in an earlier run of this database: "
-                      "nothing left to tune (--budget-policy off tunes them all again)")
+                    "nothing left to tune (--budget-policy off tunes them all again)")
                 summary.stopped.update(policy_state.reasons())
-                builder.close()
                 return _finish(summary, database, started)
-        cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
-                                                    tree_method="auto")
-        if spent:
-            learned = train_on_own_records(db, contexts, cost_model)
-            say(f"tuning: cost model trained on {learned} records already in the database")
-        if seed is not None:
-            unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
-            summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,
-                                  options.seed_top_k, total_tasks=len(contexts))
-            _record_seed(database, summary.seed)
-            spent = database.record_count()
-            remaining = options.trials - spent
-            if remaining <= 0:
-                builder.close()
-                return _finish(summary, database, started)
-        interrupted = []
-        checkpointer = None
-        if options.checkpoint_every:
-            checkpointer = _checkpointer(database, preset, reached, device, options, spent, db, build_checkpoint,
-                                         started)
-            checkpointer.maybe(spent)
-        progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer)
-        policy = [make_policy_callback(policy_state)] if policy_state is not None else []
-
-        def on_interrupt(signum, frame):
-            """First Ctrl-C: stop once the batch being measured is saved. Second: stop now (the records of
-            batches not yet joined by MetaSchedule are lost; the database stays consistent)."""
-            interrupted.append(signum)
-            if len(interrupted) == 1:
-                progress.bar.write("stopping after the batch being measured is saved (Ctrl-C again: stop now)")
-                return
-            _close_interrupted_run(database)
-            if checkpointer is not None:
-                checkpointer.save()
-            os._exit(130)
-        previous_handler = signal.signal(signal.SIGINT, on_interrupt)
-        try:
-            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
-                               max_trials_global=remaining, num_trials_per_iter=per_iter, builder=builder,
-                               runner=runner, database=db, cost_model=cost_model,
-                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), *policy,
-                                                  progress],
-                               task_scheduler="gradient")
-        except Exception:
-            if interrupted:  # the stop raised in the callback comes back from TVM as a RuntimeError
-                _close_interrupted_run(database)
-                raise KeyboardInterrupt from None
-            if not progress.no_servers_left:
-                raise
-            raise DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} "
-                              "records are saved: start servers and run the same command again to resume") from None
+            cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
+                                                        tree_method="auto")
+            if spent:
+                learned = train_on_own_records(db, contexts, cost_model)
+                say(f"tuning: cost model trained on {learned} records already in the database")
+            if seed is not None:
+                unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
+                summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,
+                                      options.seed_top_k, total_tasks=len(contexts))
+                database.record_seed(summary.seed.as_dict())
+                spent = database.record_count()
+                if options.trials - spent <= 0:
+                    return _finish(summary, database, started)
+            checkpointer = None
+            if options.checkpoint_every:
+                checkpointer = _checkpointer(database, reached, device, options, spent, db, build_checkpoint, started)
+                checkpointer.maybe(spent)
+            _search(ms, contexts, weights, database, db, builder, runner, cost_model, options, spent, per_iter,
+                    policy_state, checkpointer, check, summary, preset)
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
-            progress.bar.close()
             builder.close()
-            if policy_state is not None:
-                summary.stopped.update(policy_state.reasons())
-            if checkpointer is not None:
-                checkpointer.save()
-        if checkpointer is not None and not interrupted:  # where the run ended: the curve's last point
-            checkpointer.final(database.record_count(), progress.estimate_ms)
-        summary.failures = dict(progress.failures)
-        summary.steady_trials_per_minute = _steady_rate(progress.bar.n - spent,
-                                                        getattr(builder, "first_build_at", None))
-        summary.estimated_ms = progress.estimate_ms
     return _finish(summary, database, started)
 
 
+def _runner(preset, reached, options: TuneOptions, database):
+    """(MetaSchedule runner, device description, servers-alive check) for the device `reached`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if reached.tracker is None:
+        # Candidates run on the threads the built model will use (runtime.Model), not on TVM's x86 default
+        # of half the CPUs; the runner's workers inherit the setting. A user's TVM_NUM_THREADS wins.
+        threads = int(os.environ.get("TVM_NUM_THREADS") or preset.num_cores)
+        use_threads(threads)
+        _warn_if_threads_differ(database, threads)
+        runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
+        return runner, dict(describe_device(None), tvm_threads=threads), None
+    host, port = reached.address
+    device = describe_device(reached.session(options.session_timeout))
+    if reached.emulated:
+        device["emulated"] = True
+    return (_rpc_runner(host, port, preset.rpc_key, reached.servers(), options), device,
+            lambda: reached.servers() > 0)
+
+
+def _builder(preset, options: TuneOptions):
+    """The candidate builder: the project's persistent pool (or MetaSchedule's LocalBuilder), cross-linking."""
+    from tvm.s_tir import meta_schedule as ms
+
+    # Waits until needed: the builder module loads TVM at import, which a command refusing bad input must not.
+    from compiler.tuning.builder import PersistentBuilder, SharedLibraryExport
+
+    link = find_linker(preset.cross_triple)
+    workers = max(1, min(2, os.cpu_count() or 1))
+    if options.builder == "stock":
+        builder = ms.builder.LocalBuilder(max_workers=workers, f_export=SharedLibraryExport(link))
+        builder.close = lambda: None
+        return builder
+    return PersistentBuilder(link, max_workers=workers)
+
+
+def _contexts(tasks, database, population: int, policy_state):
+    """Task contexts and weights: MetaSchedule's own (no budget policy), or the policy's stoppable ones."""
+    from tvm.s_tir import meta_schedule as ms
+
+    logs = str(database.path / "logs")
+    if policy_state is None:
+        return ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, work_dir=logs, strategy=ms.search_strategy.EvolutionarySearch(population_size=population))
+    return tune_contexts(tasks, logs, lambda: ms.search_strategy.EvolutionarySearch(population_size=population),
+                         policy_state)
+
+
+@contextlib.contextmanager
+def _ctrl_c_guard(database, checkpointer, progress, interrupted: list):
+    """First Ctrl-C: stop once the batch being measured is saved. Second: stop now (the records of batches
+    not yet joined by MetaSchedule are lost; the database stays consistent, and the lock goes with the
+    process)."""
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        if len(interrupted) == 1:
+            progress.bar.write("stopping after the batch being measured is saved (Ctrl-C again: stop now)")
+            return
+        database.mark_interrupted()
+        if checkpointer is not None:
+            checkpointer.save()
+        os._exit(130)
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def _search(ms, contexts, weights, database, db, builder, runner, cost_model, options, spent, per_iter, policy_state,
+            checkpointer, check, summary, preset) -> None:
+    """MetaSchedule's search over the contexts, with progress, policy, checkpoints and the Ctrl-C guard."""
+    interrupted = []
+    progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer)
+    policy = [make_policy_callback(policy_state)] if policy_state is not None else []
+    try:
+        with _ctrl_c_guard(database, checkpointer, progress, interrupted):
+            ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database.path / "logs"),
+                               max_trials_global=options.trials - spent, num_trials_per_iter=per_iter,
+                               builder=builder, runner=runner, database=db, cost_model=cost_model,
+                               measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), *policy,
+                                                  progress],
+                               task_scheduler="gradient")
+    except Exception:
+        if interrupted:  # the stop raised in the callback comes back from TVM as a RuntimeError
+            database.mark_interrupted()
+            raise KeyboardInterrupt from None
+        if not progress.no_servers_left:
+            raise
+        raise DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} "
+                          "records are saved: start servers and run the same command again to resume") from None
+    finally:
+        progress.bar.close()
+        if policy_state is not None:
+            summary.stopped.update(policy_state.reasons())
+        if checkpointer is not None:
+            checkpointer.save()
+    if checkpointer is not None and not interrupted:  # where the run ended: the curve's last point
+        checkpointer.final(database.record_count(), progress.estimate_ms)
+    summary.failures = dict(progress.failures)
+    summary.steady_trials_per_minute = _steady_rate(progress.bar.n - spent, getattr(builder, "first_build_at", None))
+    summary.estimated_ms = progress.estimate_ms
+
+
 def _warn_if_threads_differ(database, threads: int) -> None:
-    """A resumed host database whose earlier runs measured on another thread count (before session 7 every host
-    run measured on TVM's default: half the CPUs on x86) mixes timings that do not compare: say so."""
-    earlier = {(run.get("device") or {}).get("tvm_threads") for run in database.provenance.get("runs") or []}
-    if earlier - {threads}:
-        shown = ", ".join("TVM's default" if n is None else str(n) for n in sorted(earlier - {threads}, key=str))
+    """A resumed host database whose earlier runs measured on another thread count mixes timings that do not
+    compare (TVM's x86 default is half the CPUs): say so."""
+    earlier = database.thread_counts() - {threads}
+    if earlier:
+        shown = ", ".join("TVM's default" if n is None else str(n) for n in sorted(earlier, key=str))
         warn(f"warning: earlier runs of {database.path} measured candidates on {shown} thread(s), this run on "
-              f"{threads}: their timings do not compare; tune into a new --database to keep them apart")
+             f"{threads}: their timings do not compare; tune into a new --database to keep them apart")
 
 
 def _steady_rate(trials: int, first_build_at: Optional[float]) -> Optional[float]:
@@ -358,7 +399,7 @@ def _steady_rate(trials: int, first_build_at: Optional[float]) -> Optional[float
     return trials / ((time.time() - first_build_at) / 60)
 
 
-def _checkpointer(database, preset, reached, device, options: TuneOptions, spent: int, records, build_checkpoint,
+def _checkpointer(database, reached, device, options: TuneOptions, spent: int, records, build_checkpoint,
                   started: float):
     """End-to-end checkpoints on the tuning device: the host itself, or one session of the tracker's."""
     # Outside the database folder (libraries are large and not shipped), one folder per database.
@@ -373,68 +414,31 @@ def _checkpointer(database, preset, reached, device, options: TuneOptions, spent
                         measure, libraries, device, run_started=started)
 
 
-def _record_seed(database, seed) -> None:
-    """The seed's source and counts in this run's provenance entry (and so in the report)."""
-    provenance = database.provenance
-    if provenance.get("runs"):
-        provenance["runs"][-1]["seed"] = seed.as_dict()
-        database.write_provenance(provenance)
-
-
-def _close_interrupted_run(database) -> None:
-    """Mark the newest run entry interrupted, with the records it left (they all count on resume)."""
-    provenance = database.provenance
-    runs = provenance.get("runs") or []
-    if runs and "ended" not in runs[-1]:
-        runs[-1].update(ended="interrupted", trials_after=database.record_count())
-        provenance.update(trials=database.record_count(), updated=_now())
-        database.write_provenance(provenance)
-
-
 def _finish(summary: TuneSummary, database, started: float) -> TuneSummary:
-    """Record the final trial count in provenance.json and close this run's entry (also after a run that
-    had nothing left to do)."""
+    """Close this run's provenance entry with the final trial count (also after a run with nothing to do)."""
     summary.trials_now = database.record_count()
     summary.seconds = time.time() - started
-    provenance = database.provenance
-    if provenance:
-        provenance["trials"] = summary.trials_now
-        provenance["updated"] = _now()
-        runs = provenance.get("runs") or []
-        if runs and "ended" not in runs[-1]:
-            runs[-1].update(ended=_now(), trials_after=summary.trials_now, minutes=round(summary.seconds / 60, 1),
-                            stopped_tasks=summary.stopped)
-        database.write_provenance(provenance)
+    database.close_run(summary.seconds / 60, summary.stopped)
     return summary
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _provenance(database, preset, device, model_sha256, fingerprint, options: TuneOptions, per_iter: int,
-                population: int) -> dict:
-    """The database's identity (target, CPU, pipeline, first device) and one entry per tuning run."""
+def _identity(preset, device: dict, model_sha256: str, fingerprint: dict, options: TuneOptions) -> dict:
+    """What the database is: target, CPU, pipeline, model, first device, how candidates were measured."""
     import tvm
 
-    previous = database.provenance
-    runs = list(previous.get("runs", []))
-    if runs and "ended" not in runs[-1]:  # that run was killed: its finished records are in the database
-        runs[-1].update(ended="interrupted", trials_after=database.record_count())
-    budget = options.trials
-    runs.append({"device": device, "started": _now(), "trials_before": database.record_count(), "budget": budget,
-                 "search_population": population, "trials_per_iter": per_iter,
-                 "budget_policy": (dataclasses.asdict(options.budget_policy) if options.budget_policy else None),
-                 "checkpoint_every": options.checkpoint_every})
     return {
         "target_name": preset.name, "target": preset.target, "cpu": cpu_of(preset), "rpc_key": preset.rpc_key,
-        "device": previous.get("device", device), "tvm_version": tvm.__version__, "model_sha256": model_sha256,
-        "fusion": fingerprint["fusion"], "pipeline": fingerprint,
-        "budget": budget, "trials": database.record_count(),
+        "device": device, "tvm_version": tvm.__version__, "model_sha256": model_sha256,
+        "fusion": fingerprint["fusion"], "pipeline": fingerprint, "budget": options.trials,
         "measurement_inputs": "float tensors uniform in [-1, 1) (compiler/tuning/measure_inputs.py)",
         "codegen": "exp and sigmoid lowered to a vectorised polynomial (compiler/passes/fast_math.py)",
-        **({"history": previous["history"]} if "history" in previous else {}),
-        "created": previous.get("created", _now()), "updated": _now(), "runs": runs,
         "note": ("measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
                  else "measured on the device described here"),
     }
+
+
+def _run_entry(device: dict, options: TuneOptions, per_iter: int, population: int) -> dict:
+    """One run's entry in provenance.json: the device and the search's settings."""
+    return {"device": device, "budget": options.trials, "search_population": population, "trials_per_iter": per_iter,
+            "budget_policy": (dataclasses.asdict(options.budget_policy) if options.budget_policy else None),
+            "checkpoint_every": options.checkpoint_every}

@@ -42,14 +42,14 @@ def logs(tmp_path, monkeypatch):
 def test_own_cpu_database_is_chosen_over_another(logs, capsys):
     make_database(logs, "cpu-b")
     own = make_database(logs, "cpu-a")
-    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
+    chosen = tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None)
     assert chosen.path == own.path
     assert "warning" not in capsys.readouterr().err
 
 
 def test_another_cpus_database_is_never_applied_silently(logs, capsys):
     other = make_database(logs, "cpu-b")
-    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
+    chosen = tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None)
     assert chosen.path == other.path  # the measured policy: apply, with a warning
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -59,12 +59,12 @@ def test_another_cpus_database_is_never_applied_silently(logs, capsys):
 
 def test_foreign_database_of_another_layout_is_not_used(logs):
     make_database(logs, "cpu-b", layout="prepack")
-    assert tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain") is None
+    assert tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None) is None
 
 
 def test_explicit_database_is_applied_on_purpose_and_says_so(logs, capsys):
     other = make_database(logs, "cpu-b")
-    chosen = tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", str(other.path), False, "plain")
+    chosen = tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), str(other.path))
     assert chosen.path == other.path
     said = capsys.readouterr().err
     assert f"applying the database {other.path}, tuned for CPU 'cpu-b'" in said and "to a build for 'cpu-a'" in said
@@ -74,8 +74,8 @@ def test_database_of_another_pipeline_is_refused_unless_overridden(logs):
     stale = dict(pipeline.fingerprint("stock", "plain"), hash="0123456789abcdef")
     make_database(logs, "cpu-a", fingerprint=stale)
     with pytest.raises(UserError, match="retune it .*--allow-stale-database"):
-        tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain")
-    assert tuning_db.select(fake_preset("cpu-a"), MODEL, "stock", None, False, "plain", allow_stale=True)
+        tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None)
+    assert tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None, allow_stale=True)
 
 
 def test_resuming_another_cpus_database_is_refused(logs):
@@ -135,9 +135,9 @@ def test_build_with_another_cpus_database_warns_and_records_both(tiny_cnn_onnx, 
 def test_a_build_without_a_layout_follows_this_cpus_own_database(logs):
     """The CPU matters more than the layout: a CPU with only a plain database builds plain by default."""
     preset = fake_preset("cpu-a")
-    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"  # nothing: the default
+    assert tuning_db.preferred_layout(tuning_db.DatabaseKey(preset, MODEL.name, "stock", "prepack")) == "prepack"  # nothing: the default
     make_database(logs, "cpu-b", layout="prepack")
     make_database(logs, "cpu-a", layout="plain")
-    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "plain"
+    assert tuning_db.preferred_layout(tuning_db.DatabaseKey(preset, MODEL.name, "stock", "prepack")) == "plain"
     make_database(logs, "cpu-a", layout="prepack")
-    assert tuning_db.preferred_layout(preset, MODEL, "stock", "prepack") == "prepack"
+    assert tuning_db.preferred_layout(tuning_db.DatabaseKey(preset, MODEL.name, "stock", "prepack")) == "prepack"
