@@ -4,7 +4,7 @@ machine and its load recorded beside it.
 
     .venv/bin/python bench/test_tiers.py --tier fast --json bench/results/test-tiers-fast.json
 
-The README's Tests section quotes these files; rerun on a quiet machine to regenerate a figure. The fast tier
+docs/testing.md and the README quote these files; rerun on a quiet machine to regenerate a figure. The fast tier
 has a one-time cost on a new machine (zig builds its aarch64 libc on the first cross link, about a minute):
 run it twice to time it warm.
 """

@@ -39,7 +39,7 @@ def run_options(name: str, budget: int, every: int, seed: str, libraries: Path):
     from compiler.tuning.tune import TuneOptions
 
     common = dict(trials=budget, checkpoint_every=every, checkpoint_libraries=str(libraries))
-    if name == "stock":  # the project's builder: MetaSchedule's timed out on every candidate under load (README)
+    if name == "stock":  # the project's builder: MetaSchedule's timed out on every candidate under load (docs/tuning-and-farm.md)
         return TuneOptions(**common, trials_per_iter=64, search_population=512, budget_policy=None)
     return TuneOptions(**common, seed_database=seed if name == "seeded" else None)
 

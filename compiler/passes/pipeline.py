@@ -32,7 +32,7 @@ def import_onnx(model):
 
 
 LAYOUTS = ("plain", "prepack")
-DEFAULT_LAYOUT = "prepack"  # chosen by measurement: README, "Performance"
+DEFAULT_LAYOUT = "prepack"  # chosen by measurement: docs/performance.md
 
 
 def _check_layout(layout: str) -> None:
