@@ -118,8 +118,8 @@ def trials_per_iter(budget: int, tasks: int, servers: int = 1) -> int:
 def default_population(per_iter: int) -> int:
     """Candidates the evolutionary search evolves per iteration: MetaSchedule's 512 for its 64-trial batches,
     fewer for small batches. Each iteration costs seconds of cost-model search whatever its batch (about 60 s
-    at 512 against 7 s at 64 on 2 cores, measured in session 5), so with batches of 2 or 3 a population of
-    512 made tuning mostly search time."""
+    at 512 against 7 s at 64 on 2 cores), so with batches of 2 or 3 a population of 512 would make tuning
+    mostly search time."""
     return max(64, min(512, 8 * per_iter))
 
 

@@ -40,7 +40,7 @@ def test_the_window_is_in_trials_whatever_the_batch_size():
 
 
 def test_the_default_policy_gives_the_largest_kernel_time_to_improve():
-    """Session 6's first version stopped the kernel with the largest share after 6 batches of 3 (18 trials)."""
+    """A rule judged in batches would stop the kernel with the largest share after 6 batches of 3 (18 trials)."""
     stalled = batches(4.1, 4.1, 4.1, 4.1, 4.1, 4.1)  # 18 trials without a better schedule
     assert flat_reason(stalled, BudgetPolicy()) is None
 
