@@ -42,6 +42,9 @@ def add_arguments(parser) -> None:
                                            "'none': no tuning)")
     parser.add_argument("--allow-emulated-logs", action="store_true",
                         help="apply a database measured under emulation to a real board's build")
+    parser.add_argument("--default-schedules", choices=["on", "off"], default="on",
+                        help="kernels no database record covers: the target's default schedules (on), or TVM's bare "
+                             "loop nests, one thread (off, for comparison); --database none still applies them")
     parser.add_argument("--allow-stale-database", action="store_true",
                         help="apply a database tuned under another pipeline fingerprint (its records may match nothing)")
     parser.add_argument("--allow-other-cpu", action="store_true",
@@ -96,6 +99,7 @@ def run(args) -> int:
         out=args.out, weights=args.weights, fusion=args.fusion, layout=args.layout, linker=args.linker,
         database=args.database, allow_emulated_logs=args.allow_emulated_logs,
         allow_stale_database=args.allow_stale_database, verify=args.verify,
+        default_schedules=args.default_schedules == "on",
         tune=TuneOptions(trials=args.trials, servers=args.servers,
                          session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
                          seed_database=args.seed_database, search_population=args.search_population,

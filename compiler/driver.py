@@ -19,7 +19,7 @@ from compiler.errors import UserError
 from compiler.frontend import onnx_model
 from compiler.output import say
 from compiler.passes import explain as explain_module, pipeline
-from compiler.tuning import database as tuning_db, tune as tuning
+from compiler.tuning import database as tuning_db, lock, tune as tuning
 
 
 @dataclass
@@ -42,6 +42,9 @@ class CompileOptions:
     tolerance: float = 1e-4
     dump_ir: Optional[str] = None
     vector_exp: bool = True  # False: exp/sigmoid through libm, one call per lane (bench/fast_math.py)
+    # Kernels no database record covers get the target's default schedule (schedules/defaults.py); False
+    # leaves them as TVM's bare loop nests (one thread), for comparison.
+    default_schedules: bool = True
 
 
 @dataclass
@@ -128,8 +131,14 @@ class BuildPlan:
             note(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
                  f"{len(tuned)} of {len(self.kernels)} kernels tuned")
         else:
-            note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}: default "
-                 "schedules (slow; see --tune)")
+            note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}")
+        defaulted = []
+        if options.default_schedules and len(tuned) < len(self.kernels):
+            mod, defaulted, failed = pipeline.apply_default_schedules(mod, target, dump)
+            note(f"      default schedules for {len(defaulted)} of {len(self.kernels)} kernels"
+                 + (f" ({len(failed)} left as plain loop nests: {', '.join(failed[:3])}"
+                    f"{' ...' if len(failed) > 3 else ''})" if failed else "")
+                 + ("; --tune measures faster ones" if not tuned else ""))
         mod = pipeline.finish_layout(mod, target, options.layout, dump)
         note(f"[3/4] building for {preset.name} ({target.attrs.get('mcpu', 'generic')})")
         executable = pipeline.build(mod, target, dump, options.vector_exp)
@@ -143,7 +152,8 @@ class BuildPlan:
             tuning=artifact.TuningInfo(database=str(database.path) if database else None,
                                        cpu=database.cpu if database else None, pipeline=self.fingerprint["hash"],
                                        emulated=bool(database and database.emulated),
-                                       kernels_total=len(self.kernels), kernels_tuned=len(tuned)),
+                                       kernels_total=len(self.kernels), kernels_tuned=len(tuned),
+                                       kernels_default=len(defaulted)),
             build_seconds=round(time.time() - self.started, 2),
         )
         return artifact.write(out_dir, executable, self.link, fields)
@@ -154,7 +164,6 @@ def compile_model(options: CompileOptions) -> CompileResult:
     preset = targets.load(options.target)
     link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work
     if options.tracker:  # a wrong or unreachable tracker fails before the build, not after it
-
         host, port = parse_tracker(options.tracker)
         if options.verify and options.tune is None:
             check_key(host, port, preset.rpc_key)
@@ -162,12 +171,14 @@ def compile_model(options: CompileOptions) -> CompileResult:
     out_dir = Path(options.out or paths.artifact_dir(model.name, preset.name))
     artifact.check_output_dir(out_dir)
     target = preset.tvm_target()
-    say(f"[1/4] importing {model.path.name} into Relax")
-    mod = pipeline.import_onnx(model)
     key = tuning_db.DatabaseKey(preset, model.name, options.fusion, options.layout or pipeline.DEFAULT_LAYOUT)
     if options.layout is None:
         key = key.with_layout(tuning_db.preferred_layout(key, explicit=options.database))
         options = dataclasses.replace(options, layout=key.layout)
+    if options.tune is not None and not options.tune.wait_for_database:  # another run writes it: refuse now
+        lock.refuse_if_held(tuning_db.for_build(key, options.database).path)
+    say(f"[1/4] importing {model.path.name} into Relax")
+    mod = pipeline.import_onnx(model)
     say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
     mod = pipeline.tunable_module(mod, target, options.fusion, options.dump_ir, options.layout)
     kernels = pipeline.kernel_names(mod)

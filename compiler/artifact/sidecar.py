@@ -23,6 +23,7 @@ class TuningInfo:
     emulated: bool  # measured under qemu: never a real board's schedules
     kernels_total: int
     kernels_tuned: int  # kernels that got a tuned schedule from the database
+    kernels_default: int = 0  # kernels that got the target's default schedule (no record covered them)
     cpu: Optional[str] = None  # the LLVM cpu that database was tuned for
     pipeline: str = ""  # fingerprint of the pipeline that built the kernels (compiler/passes/pipeline.py)
 

@@ -3,8 +3,9 @@
 Phase 1 (graph: fold, custom fusion, legalize, stock fusion) yields the *tunable module*: MetaSchedule
 extracts its tasks from it, and a tuning database is applied to exactly it. Running the same phase 1
 before tuning and before building is what makes workload keys match; otherwise nothing is applied,
-silently (docs/tvm-notes.md). Phase 2 applies the database (and, for prepacked weights, folds the weight
-transforms into the constants); phase 3 lowers to the VM with TVM's own CPU lists.
+silently (docs/tvm-notes.md). Phase 2 applies the database, 2a gives every kernel left without a schedule
+the target's default schedule (schedules/defaults.py), 2b folds prepacked weight transforms into the
+constants; phase 3 lowers to the VM with TVM's own CPU lists.
 """
 import os
 from typing import Optional
@@ -157,6 +158,22 @@ def apply_database(mod, target, database, dump_dir: Optional[str] = None):
         mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
     _dump(mod, dump_dir, "2-tuned")
     return mod
+
+
+def apply_default_schedules(mod, target, dump_dir: Optional[str] = None):
+    """Phase 2a: every kernel still without a schedule (no database, or none of its records matched) gets the
+    deterministic default schedule for `target` (schedules/defaults.py). Returns (module, kernels scheduled here,
+    kernels the defaults could not schedule, left as bare loop nests)."""
+    # Waits until needed: the default schedules load MetaSchedule, which a command refusing bad input must not.
+    from schedules import defaults
+
+    schedules.register()  # the DC-AC rules take part in the design spaces of the kernels they annotate
+    before = set(scheduled_kernel_names(mod))
+    database, results = defaults.default_database(mod, target, skip=before)
+    mod = apply_database(mod, target, database, dump_dir=None)
+    _dump(mod, dump_dir, "2a-default")
+    made = sorted(set(scheduled_kernel_names(mod)) - before)
+    return mod, made, sorted(result.name for result in results if not result.ok)
 
 
 def finish_layout(mod, target, layout: str, dump_dir: Optional[str] = None):

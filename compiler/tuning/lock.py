@@ -50,6 +50,19 @@ def unless_held(folder: Path):
         yield True
 
 
+def _refusal(folder: Path) -> UserError:
+    return UserError(f"the tuning database {folder} is being written by {describe_holder(holder(folder))}: wait for "
+                     "it to finish, or pass --wait-for-database to start when it does (and resume from its records)")
+
+
+def refuse_if_held(folder: Path) -> None:
+    """Fail at once, before any slow work, if another process writes `folder` (the writer's own lock is taken
+    later, by `exclusive`)."""
+    with unless_held(folder) as free:
+        if not free:
+            raise _refusal(Path(folder))
+
+
 @contextlib.contextmanager
 def exclusive(folder: Path, wait: bool = False, command: str = None):
     """Hold the database's write lock for the block. Held by another process: a UserError (exit 2) naming the
@@ -61,12 +74,9 @@ def exclusive(folder: Path, wait: bool = False, command: str = None):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = describe_holder(holder(folder))
             if not wait:
-                raise UserError(f"the tuning database {folder} is being written by {other}: wait for it to finish, "
-                                "or pass --wait-for-database to start when it does (and resume from its records)") \
-                    from None
-            warn(f"waiting for {other} to finish writing the tuning database {folder} ...")
+                raise _refusal(folder) from None
+            warn(f"waiting for {describe_holder(holder(folder))} to finish writing the tuning database {folder} ...")
             fcntl.flock(handle, fcntl.LOCK_EX)
             warn(f"the tuning database {folder} is free: resuming from what is in it")
         handle.seek(0)

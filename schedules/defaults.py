@@ -1,0 +1,432 @@
+"""Default schedules: every kernel without a database record gets a deterministic schedule for its target.
+
+TVM 0.27 has no default CPU schedules for Relax: a kernel no database covers would run as the bare loop nest
+LegalizeOps wrote (one thread, little vectorisation; 10-35x ONNX Runtime's time on x86). Here, for each task of
+the tunable module, MetaSchedule's own design space for the target (DefaultLLVM/DefaultX86 rules on x86,
+DefaultARM("neon") on aarch64) is generated, and instead of searching it every sampled decision is chosen from
+the target's machine model (vector lanes, vector registers, cores):
+  - the vector tile along the output's contiguous axis (whole short rows merged), as wide as 1-4 vectors,
+    avoiding axes read by gathers or strides and axes the vectoriser would leave scalar;
+  - the register tile over the axes the vector operand is reused across, up to (vector registers - 4)
+    accumulators;
+  - small kernel windows whole inside, channels up to 16; outer tiles giving >= 4 x cores parallel jobs;
+  - unrolling of the register tile when its body is small; producers kept at root.
+The target's postprocessors (parallelise/vectorise/unroll rewrite, reduction rewrite, weight layout rewrite)
+then run as they do for tuned schedules, and the traces go into an in-memory database that the pipeline
+applies like a tuned one. Kernels a tuned database already scheduled are left alone. docs/default-schedules.md
+has the measurements that chose this.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import meta_schedule as ms
+from tvm.sym.pattern import detect_linear_equation
+from tvm.tirx.analysis import undefined_vars
+
+
+# --------------------------------------------------------------------------------------------------------
+# The machine model: all a heuristic needs from the target
+
+
+@dataclass(frozen=True)
+class Machine:
+    lanes: int  # float32 lanes of one vector register
+    vector_registers: int
+    cores: int
+    is_arm: bool
+
+    @property
+    def accumulators(self) -> int:
+        """Vector accumulators of a register tile: the registers less a few for operands and broadcasts."""
+        return max(4, self.vector_registers - 4)
+
+
+def machine_of(target) -> Machine:
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    width = int(tvm.target.codegen.llvm_get_vector_width(target))  # bits; 128 on NEON, 512 on AVX-512
+    triple = str(target.attrs.get("mtriple", "") or tvm.target.codegen.llvm_get_system_triple())
+    is_arm = triple.startswith("aarch64") or triple.startswith("arm")
+    if width <= 0:
+        width = 128
+    lanes = max(1, width // 32)
+    if is_arm:
+        registers = 32  # AArch64 NEON: v0-v31
+    else:
+        features = set()
+        try:
+            features = {str(f) for f in tvm.target.codegen.llvm_get_cpu_features(target)}
+        except Exception:  # noqa: BLE001
+            pass
+        registers = 32 if ("avx512f" in features or width >= 512) else 16
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    return Machine(lanes=lanes, vector_registers=registers, cores=cores, is_arm=is_arm)
+
+
+def _divisors(n: int) -> List[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    cap = max(1, cap)
+    return max(d for d in _divisors(n) if d <= cap)
+
+
+def _smallest_divisor_at_least(n: int, floor: int) -> int:
+    cands = [d for d in _divisors(n) if d >= floor]
+    return min(cands) if cands else n
+
+
+# --------------------------------------------------------------------------------------------------------
+# A tiling plan for one multi-level-tiled block (SSRSRS on CPU)
+
+
+@dataclass
+class TilePlan:
+    tiles: List[List[int]]  # per block loop, the factors in the order MetaSchedule samples them
+    unroll: int
+    note: str = ""
+
+
+def _vars_in(expr) -> set:
+    return {v.name for v in undefined_vars(expr)}
+
+
+def _coefficient(expr, var) -> Optional[int]:
+    """The constant coefficient of `var` in an affine index expression (None when not affine)."""
+    try:
+        coeffs = detect_linear_equation(expr, [var])
+        if len(coeffs) == 2:
+            c = coeffs[0]
+            return int(c.value) if hasattr(c, "value") else None
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def _layout_free_buffers(func) -> set:
+    out = set()
+    if func.attrs is None or "layout_free_buffers" not in func.attrs:
+        return out
+    for index in func.attrs["layout_free_buffers"]:
+        param = func.params[int(index)]
+        buffer_map = getattr(func, "buffer_map", None)
+        buf = buffer_map[param] if buffer_map is not None and param in buffer_map else param
+        out.add(str(buf.name))
+    return out
+
+
+def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePlan]:
+    """Tile sizes for each loop of a block about to be multi-level tiled (structure `tiling`, e.g. SSRSRS)."""
+    block = sch.get(block_rv)
+    loops = sch.get_loops(block_rv)
+    iters = list(block.iter_vars)
+    if len(loops) != len(iters):
+        return None
+    extents = [int(sch.get(l).extent) for l in loops]
+    kinds = ["S" if iv.iter_type == tirx.IterVar.DataPar else "R" for iv in iters]
+    n_s, n_r = tiling.count("S"), tiling.count("R")
+    func = sch.mod["main"]
+    layout_free = _layout_free_buffers(func)
+    var_obj = [iv.var for iv in iters]
+    var_of = [str(iv.var.name) for iv in iters]
+    L = machine.lanes
+
+    write = block.writes[0]
+    write_dims = [_vars_in(r.min) for r in write.region]
+    # Which write dimension each iterator indexes (None: none)
+    write_dim_of = {}
+    for d, vs in enumerate(write_dims):
+        for v in vs:
+            write_dim_of[v] = d
+
+    reads = [(r, str(r.source.name) in layout_free) for r in block.reads if not r.source.same_as(write.source)]
+
+    def read_penalty(i) -> float:
+        """1.0 when every non-prepacked operand reads iterator i contiguously or not at all."""
+        v = var_of[i]
+        score = 1.0
+        for region, free in reads:
+            if free:
+                continue
+            dims = [d for d, r in enumerate(region.region) if v in _vars_in(r.min)]
+            if not dims:
+                continue  # broadcast along v
+            if dims != [len(region.region) - 1]:
+                score *= 0.25  # a gather
+                continue
+            c = _coefficient(region.region[-1].min, var_obj[i])
+            if c is not None and c != 1:
+                score *= 0.5  # strided
+        return score
+
+    spatial = [i for i in range(len(iters)) if kinds[i] == "S"]
+    reduction = [i for i in range(len(iters)) if kinds[i] == "R"]
+    has_reduction = any(extents[i] > 1 for i in reduction)
+
+    # ---- the vector tile S3: candidates over each spatial iterator (plus merged rows for the output's last dim)
+    best = None  # (score, axis, {iter: factor})
+    last_write_dim = len(write_dims) - 1
+    for i in spatial:
+        if extents[i] <= 1:
+            continue
+        penalty = read_penalty(i)
+        d_i = write_dim_of.get(var_of[i])
+        contiguous_store = d_i is not None and all(
+            extents[j] == 1 for j in spatial if write_dim_of.get(var_of[j]) is not None and write_dim_of[var_of[j]] > d_i)
+        if not contiguous_store:
+            # RewriteParallelVectorizeUnroll only vectorises loops that index the written buffer's innermost
+            # dimension: along any other axis the tile would stay scalar
+            penalty *= 0.2
+        options = []
+        for d in _divisors(extents[i]):
+            if d > 4 * L:
+                break
+            options.append({i: d})
+            # merge whole rows: the previous write dimension's iterator, when this one is taken whole
+            if d == extents[i] and contiguous_store and d_i is not None and d_i > 0:
+                prev = [j for j in spatial if write_dim_of.get(var_of[j]) == d_i - 1 and extents[j] > 1]
+                if prev:
+                    j = prev[0]
+                    for k in _divisors(extents[j])[1:]:
+                        if d * k > 4 * L:
+                            break
+                        options.append({i: d, j: k})
+        for opt in options:
+            size = math.prod(opt.values())
+            vectors = math.ceil(size / L)
+            util = size / (vectors * L)
+            # lane utilisation first; then prefer 1-2 vectors wide over wider (leaves the registers to S2)
+            score = (round(penalty * util, 3), -abs(vectors - 2) if size >= L else -10, size)
+            if best is None or score > best[0]:
+                best = (score, i, opt)
+    if best is None:
+        vec = {}
+        vec_axis = None
+    else:
+        _, vec_axis, vec = best
+    vectors = max(1, math.ceil(math.prod(vec.values()) / L)) if vec else 1
+
+    # ---- the register tile S2: axes whose iterator the vector operand does not read (it is reused across them)
+    budget = machine.accumulators // vectors if has_reduction else max(1, 8 // vectors)
+    vec_vars = {var_of[i] for i in vec}
+    vector_operands = [region for region, free in reads if any(v in _vars_in(r.min) for r in region.region for v in vec_vars)]
+
+    def reuse_rank(i):
+        absent = all(var_of[i] not in _vars_in(r.min) for region in vector_operands for r in region.region)
+        d = write_dim_of.get(var_of[i], -1)
+        return (0 if absent else 1, -d)
+
+    reg = {}
+    for i in sorted([i for i in spatial if i not in vec and extents[i] > 1], key=reuse_rank):
+        if budget < 2:
+            break
+        f = _largest_divisor_at_most(extents[i], budget)
+        if f > 1:
+            reg[i] = f
+            budget //= f
+
+    # ---- the inner reduction tile R1: small kernel windows whole, channels a few
+    inner_r = {}
+    body = math.prod(reg.values()) * vectors
+    r_budget = max(1, min(16, 512 // max(1, body)))
+    for i in sorted(reduction, key=lambda i: extents[i]):  # windows (3, 3) before channels
+        f = _largest_divisor_at_most(extents[i], r_budget)
+        inner_r[i] = f
+        r_budget = max(1, r_budget // f)
+
+    # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1
+    want = 4 * machine.cores
+    outer0 = {}
+    got = 1
+    for i in spatial:
+        rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
+        if got >= want:
+            outer0[i] = 1
+            continue
+        f = _smallest_divisor_at_least(rest, math.ceil(want / got))
+        outer0[i] = f
+        got *= f
+
+    tiles = []
+    for i in range(len(iters)):
+        if kinds[i] == "S":
+            s3, s2, s0 = vec.get(i, 1), reg.get(i, 1), outer0.get(i, 1)
+            s1 = extents[i] // (s3 * s2 * s0)
+            t = [s0, s1, s2, s3][:n_s] if n_s == 4 else None
+            if t is None:
+                return None
+            tiles.append(t)
+        else:
+            r1 = inner_r.get(i, 1)
+            tiles.append([extents[i] // r1, r1])
+    unroll = 512 if body * math.prod(inner_r.values()) <= 512 else 64
+    note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
+            f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
+    return TilePlan(tiles=tiles, unroll=unroll, note=note)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Replaying a design space with chosen decisions
+
+
+@dataclass
+class Options:
+    space: str = "deepest"  # which design space: the one fusing the epilogue deepest
+    unroll_elementwise: int = 16  # unroll_explicit for kernels without a tiled block
+    compute_location: int = -1  # SampleComputeLocation: -1 root (keep producer materialised)
+    max_unroll: int = 512  # cap on unroll_explicit (64 builds x86 libraries ~20x faster and runs them ~2x slower)
+
+
+class _Decider:
+    def __init__(self, sch, machine: Machine, options: Options):
+        self.sch, self.machine, self.options = sch, machine, options
+        self.queue: List[List[int]] = []
+        self.plans: List[TilePlan] = []
+        self.unroll: Optional[int] = None
+
+    def __call__(self, inst, inputs, attrs, decision):
+        kind = inst.kind.name
+        if kind == "Annotate" and str(attrs[0]) == "meta_schedule.tiling_structure":
+            plan = plan_block(self.sch, inputs[0], self.machine, str(inputs[1]))
+            if plan is not None:
+                self.plans.append(plan)
+                self.queue = list(plan.tiles)
+                self.unroll = plan.unroll if self.unroll is None else max(self.unroll, plan.unroll)
+            return decision
+        if kind == "SamplePerfectTile":
+            if self.queue:
+                tile = self.queue.pop(0)
+                extent = int(self.sch.get(inputs[0]).extent)
+                if len(tile) == int(attrs[0]) and math.prod(tile) == extent:
+                    return [int(t) for t in tile]
+            return decision
+        if kind == "SampleCategorical":
+            candidates = [int(c) for c in attrs[0]]
+            want = self.unroll if self.unroll is not None else self.options.unroll_elementwise
+            want = min(want, self.options.max_unroll)
+            best = min(range(len(candidates)), key=lambda k: (abs(candidates[k] - want), -candidates[k]))
+            return int(best)
+        if kind == "SampleComputeLocation":
+            return decision if self.options.compute_location is None else int(self.options.compute_location)
+        return decision
+
+
+def _space_rank(space) -> tuple:
+    """Prefer spaces with a tiled block; among them the epilogue fused deepest (MetaSchedule's order: none,
+    at the inner tile, at the outer tile); avoid rfactor spaces."""
+    names = [inst.kind.name for inst in space.trace.insts]
+    tiled = any(inst.kind.name == "Annotate" and str(inst.attrs[0]) == "meta_schedule.tiling_structure"
+                for inst in space.trace.insts)
+    rfactor = "RFactor" in names
+    fused = names.count("ReverseComputeAt")
+    return (tiled, not rfactor, fused)
+
+
+@dataclass
+class KernelResult:
+    name: str
+    ok: bool
+    space: int = -1
+    note: str = ""
+    seconds: float = 0.0
+
+
+def _register_cpu_intrinsics() -> None:
+    """Register only the x86 and Arm tensor intrinsics (DefaultX86/DefaultARM rules name some: dot_16x4_vnni,
+    the NEON dot products). The package's __init__ also imports CUDA's and costs ~30 s; its two CPU files take
+    ~2 s. Loaded under a stub package that is removed again, so a later `import tvm.s_tir.tensor_intrin` still
+    runs the real __init__ (which finds these two already imported)."""
+    import importlib
+    import sys
+    import types
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    stub = types.ModuleType(name)
+    stub.__path__ = [tvm.s_tir.__path__[0] + "/tensor_intrin"]
+    sys.modules[name] = stub
+    try:
+        importlib.import_module(name + ".x86")
+        importlib.import_module(name + ".arm_cpu")
+    finally:
+        del sys.modules[name]
+
+
+def _context(mod, target, name):
+    """A TuneContext without TuneContext.__init__'s `import tvm.s_tir.tensor_intrin`: that import registers every
+    tensor intrinsic of every backend (CUDA's included) and takes ~30 s on this host; float32 CPU spaces need none."""
+    from tvm.s_tir.meta_schedule import _ffi_api
+    from tvm.s_tir.meta_schedule.logging import get_logger, get_logging_func
+    from tvm.s_tir.meta_schedule.space_generator import SpaceGenerator
+
+    _register_cpu_intrinsics()
+    ctx = ms.TuneContext.__new__(ms.TuneContext)
+    ctx.__init_handle_by_constructor__(_ffi_api.TuneContext, mod, target, SpaceGenerator.create("post-order-apply"),
+                                       None, name, 1, 1, get_logging_func(get_logger("default_schedules")))
+    _ffi_api.TuneContextInitialize(ctx)
+    return ctx
+
+
+def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):
+    """(scheduled tvm.s_tir.Schedule or None, KernelResult) for one task module."""
+    started = time.perf_counter()
+    ctx = _context(mod, target, name)
+    spaces = list(ctx.generate_design_space())
+    postprocs = list(ctx.space_generator.postprocs)
+    order = sorted(range(len(spaces)), key=lambda k: _space_rank(spaces[k]), reverse=True)
+    # among equal ranks keep MetaSchedule's order, the first fused space being the deepest
+    ranked = sorted(order, key=lambda k: (tuple(-int(x) for x in _space_rank(spaces[k])), k))
+    errors = []
+    # first with the chosen compute locations; if no space survives, with the generator's own (rand_state=1)
+    attempts = [(k, options) for k in ranked] + [(k, dataclasses.replace(options, compute_location=None)) for k in ranked]
+    for k, opts in attempts:
+        sch = tvm.s_tir.Schedule(mod, debug_mask="all", enable_check=True)
+        decider = _Decider(sch, machine, opts)
+        try:
+            spaces[k].trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decider)
+            sch.enter_postproc()
+            if not all(p.apply(sch) for p in postprocs):
+                errors.append(f"space {k}: a postprocessor refused")
+                continue
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
+            continue
+        note = "; ".join(p.note for p in decider.plans)
+        return sch, KernelResult(name, True, k, note, time.perf_counter() - started)
+    return None, KernelResult(name, False, -1, " | ".join(errors), time.perf_counter() - started)
+
+
+def default_database(mod, target, options: Optional[Options] = None, skip=(), log=None):
+    """(MemoryDatabase with one record per task of the tunable module `mod`, [KernelResult]); tasks named in
+    `skip` (kernels that already carry a schedule) are left out."""
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    options = options or Options()
+    machine = machine_of(target)
+    database = ms.database.MemoryDatabase()
+    results = []
+    for task in ms.relax_integration.extract_tasks(mod, target):
+        if task.task_name in skip:
+            continue
+        task_mod = task.dispatched[0]
+        sch, result = schedule_task(task_mod, target, machine, options, task.task_name)
+        results.append(result)
+        if log:
+            log(f"  {result.name}: {'space ' + str(result.space) if result.ok else 'FAILED'} {result.note} "
+                f"({result.seconds * 1e3:.0f} ms)")
+        if sch is None:
+            continue
+        workload = database.commit_workload(task_mod)
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, workload, run_secs=[1.0], target=target,
+            args_info=ms.arg_info.ArgInfo.from_prim_func(task_mod["main"])))
+    return database, results
