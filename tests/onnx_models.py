@@ -120,12 +120,34 @@ class ConvNeXtMini(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+class KernelClasses(nn.Module):
+    """One of each kernel class the default schedules cover that the other models lack: a grouped 3x3, a strided
+    depthwise 5x5, max-pool, nearest upsampling, a sigmoid gate with a residual (AttendNeXt's condenser shape),
+    a batched matmul and a softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(16, 16, 5, stride=2, padding=2, groups=16)
+        self.pointwise = nn.Conv2d(16, 16, 1)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        low = self.pointwise(torch.relu(self.grouped(nn.functional.max_pool2d(x, 2))))
+        x = x * torch.sigmoid(nn.functional.interpolate(low, scale_factor=2.0, mode="nearest")) + x
+        x = self.depthwise(x)                                   # (1, 16, 8, 8)
+        tokens = x.flatten(2).transpose(1, 2)                   # (1, 64, 16)
+        attention = torch.softmax(tokens @ tokens.transpose(1, 2) / 4.0, dim=-1)
+        return self.head((attention @ tokens).mean(dim=1))
+
+
 MODELS = {
     # name: (constructor, input shape, dynamic batch axis in the ONNX file)
     "tiny_cnn": (TinyCNN, (1, 3, 32, 32), False),
     "mobilenet_mini": (MobileNetMini, (1, 3, 96, 96), False),
     "vit_mini": (ViTMini, (1, 3, 64, 64), True),
     "convnext_mini": (ConvNeXtMini, (1, 3, 32, 32), True),
+    "kernel_classes": (KernelClasses, (1, 16, 16, 16), False),
 }
 
 
