@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
 from compiler.driver import CompileOptions, compile_model  # noqa: E402
-from compiler.bench.command import publish, side_by_side  # noqa: E402
+from compiler.bench.measure import publish, side_by_side  # noqa: E402
 
 
 def main() -> int:

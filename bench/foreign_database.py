@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compiler import targets  # noqa: E402
 from compiler.tuning import database as tuning_db
 from compiler.driver import ROOT, CompileOptions, compile_model  # noqa: E402
-from compiler.bench.command import publish, side_by_side  # noqa: E402
+from compiler.bench.measure import publish, side_by_side  # noqa: E402
 
 
 def preset_file(cpu: str, folder: Path) -> str:

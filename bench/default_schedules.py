@@ -1,0 +1,109 @@
+"""A model nobody tuned: built with `--database none` from its ONNX file, with the default schedules
+(schedules/defaults.py) and with TVM's bare loop nests (`--default-schedules off`), timed side by side with
+ONNX Runtime on this machine in one run (interleaved rounds, same thread count).
+
+    .venv/bin/python bench/default_schedules.py --runs 20 --json bench/results/default-schedules-<cpu>.json
+
+Each model is exported to ONNX and compiled from the file, as a user's own model is: no database of this
+project applies to it. The figure that matters is each TVM build's ratio to ONNX Runtime in the same run, and
+their geometric mean over the models.
+"""
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler import paths, targets, zoo  # noqa: E402
+from compiler.artifact.runtime import Model, use_threads  # noqa: E402
+from compiler.bench.measure import (bench_image, interleaving, machine, measure, onnxruntime_timer,  # noqa: E402
+                                    publish, table, tvm_timer)
+from compiler.driver import CompileOptions, compile_model  # noqa: E402
+from compiler.errors import UserError, guarded  # noqa: E402
+from compiler.frontend.onnx_export import export_attendnext, export_registered  # noqa: E402
+from compiler.output import say  # noqa: E402
+
+ENGINES = {"TVM default schedules": True, "TVM bare loop nests": False}
+
+
+def export(name: str) -> Path:
+    path = paths.exported_onnx(name)
+    export_attendnext(path) if name == "attendnext" else export_registered(name, path)
+    return path
+
+
+def render(report: dict) -> str:
+    engines = list(ENGINES)
+    lines = [f"Models with no tuning database (`--database none`), batch 1 on {report['device']}, "
+             f"{report['threads']} threads, {report['runs_per_engine']} runs per engine ({report['command']})", "",
+             "| model | ONNX Runtime (ms) | " + " | ".join(f"{e} (ms, x ORT)" for e in engines) +
+             " | kernels with a default schedule | build with defaults (s) |",
+             "| --- | ---: | " + " | ".join("---:" for _ in engines) + " | ---: | ---: |"]
+    for name, row in report["models"].items():
+        cells = [f"{row['engines'][e]['median_ms']:.2f} ({row['engines'][e]['ratio_vs_onnxruntime']:.2f}x)"
+                 for e in engines]
+        lines.append(f"| {name} | {row['engines']['ONNX Runtime']['median_ms']:.2f} | " + " | ".join(cells)
+                     + f" | {row['kernels_default']} of {row['kernels_total']} | {row['build_seconds']:.0f} |")
+    lines += ["", "Geometric mean of the ratios to ONNX Runtime: " + ", ".join(
+        f"{e} {report['geomean_vs_onnxruntime'][e]:.2f}x" for e in engines) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs}: give at least 1")
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    for name in names:
+        zoo.lookup(name)
+    preset = targets.load("host")
+    threads = preset.num_cores
+    use_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="dcac-defaults-"))
+    image_of, builds = {}, {}
+    for name in names:
+        onnx = export(name)
+        for engine, defaults in ENGINES.items():
+            builds[name, engine] = compile_model(CompileOptions(
+                target="host", model=str(onnx), database="none", default_schedules=defaults,
+                out=str(work / f"{name}-{defaults}")))
+        image_of[name] = bench_image(tuple(builds[name, "TVM default schedules"].sidecar["inputs"][0]["shape"]))
+    timers = {}
+    for name in names:
+        for engine in ENGINES:
+            timers[name, engine] = tvm_timer(Model(builds[name, engine].library))
+        timers[name, "ONNX Runtime"] = onnxruntime_timer(paths.exported_onnx(name), threads, image_of[name])
+    rounds, per_round = interleaving(args.runs, per_round=2)
+    say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
+    times = measure(timers, rounds, per_round, warmup=2)
+    host = machine()
+    models = {}
+    for name in names:
+        rows = table({engine: times[name, engine] for engine in ("ONNX Runtime", *ENGINES)})
+        built = builds[name, "TVM default schedules"].sidecar
+        models[name] = {"engines": rows, "kernels_default": built["tuning"]["kernels_default"],
+                        "kernels_total": built["tuning"]["kernels_total"], "build_seconds": built["build_seconds"]}
+    geomean = {engine: math.exp(sum(math.log(models[n]["engines"][engine]["ratio_vs_onnxruntime"]) for n in names)
+                                / len(names)) for engine in ENGINES}
+    command = (f"bench/default_schedules.py --models {args.models} --runs {args.runs}"
+               + (f" --json {args.json}" if args.json else ""))
+    report = {"target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
+              "threads": threads, "runs_per_engine": rounds * per_round, "command": command, "models": models,
+              "geomean_vs_onnxruntime": geomean}
+    publish(report, args.json, render=render)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mobilenetv3_large,mobileone_s1,fbnet_c,mobilevit_xs,attendnext",
+                        help="registered models, exported to ONNX and compiled from the file (comma list)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per engine and model")
+    parser.add_argument("--json", help="write the report here (and Markdown beside it)")
+    args = parser.parse_args()
+    return guarded(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
