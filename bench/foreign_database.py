@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import targets  # noqa: E402
 from compiler.tuning import database as tuning_db
-from compiler.driver import ROOT, CompileOptions, compile_model  # noqa: E402
+from compiler import paths  # noqa: E402
+from compiler.driver import CompileOptions, compile_model  # noqa: E402
 from compiler.bench.measure import publish, side_by_side  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def preset_file(cpu: str, folder: Path) -> str:
 def shipped_databases() -> list:
     """(cpu, layout, folder) of every shipped host AttendNeXt database."""
     found = []
-    for folder in sorted((ROOT / "tuning_logs" / "host").glob("*/attendnext*")):
+    for folder in sorted((paths.tuning_logs() / "host").glob("*/attendnext*")):
         database = tuning_db.TuningDatabase(folder)
         if database.exists() and database.provenance.get("fusion", "stock") == "stock":
             found.append((database.cpu, database.provenance.get("pipeline", {}).get("layout", "plain"), folder))

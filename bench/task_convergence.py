@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from compiler.tuning import database as tuning_db  # noqa: E402
+from compiler import paths  # noqa: E402
 from compiler.errors import UserError, guarded  # noqa: E402
 
 MAJOR = 0.01  # a task carrying at least 1% of its database's estimated latency
@@ -73,12 +74,12 @@ def main(argv=None) -> int:
     from compiler.passes import pipeline
     from compiler import targets
     from compiler.tuning import report as tuning_report
-    from compiler.bench.command import machine, publish
+    from compiler.bench.measure import machine, publish
     from compiler.frontend.onnx_export import export_attendnext
 
     preset = targets.load("host")
     target = preset.tvm_target()
-    onnx_path = ROOT / "build" / "attendnext.onnx"
+    onnx_path = paths.exported_onnx("attendnext")
     export_attendnext(onnx_path)
     mod = pipeline.tunable_module(pipeline.import_onnx(onnx_model.load(onnx_path)), target)
     result = {"command": " ".join(["python bench/task_convergence.py", *(argv if argv is not None else sys.argv[1:])]),

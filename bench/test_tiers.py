@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tier", choices=sorted(TIERS), default="fast")
     parser.add_argument("--json", help="write the result here (and .md beside it)")
     args = parser.parse_args(argv)
-    from compiler.bench.command import machine, publish
+    from compiler.bench.measure import machine, publish
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {"command": " ".join(["python bench/test_tiers.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from compiler import atomic  # noqa: E402
 from compiler.tuning import database as tuning_db
+from compiler import paths  # noqa: E402
 from compiler.errors import UserError, guarded  # noqa: E402
 
 RUNS = ("stock", "empty", "seeded")
@@ -71,8 +72,7 @@ def default_seed(shipped_cpu: str) -> str:
 
 
 def _shown(path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return paths.shown(Path(path).resolve())
 
 
 def tune_run(name: str, budget: int, every: int, seed: str, work: Path) -> None:
@@ -87,7 +87,8 @@ def tune_run(name: str, budget: int, every: int, seed: str, work: Path) -> None:
 
 def measure_all(work: Path, shipped, runs: int) -> tuple:
     """Every checkpoint library of every run, the shipped build and ONNX Runtime, in interleaved rounds."""
-    from compiler.bench.command import bench_image, host_engines, interleaving, measure, say, tvm_timer
+    from compiler.bench.measure import bench_image, host_engines, interleaving, measure, tvm_timer
+    from compiler.output import say
     from compiler.artifact.runtime import Model
     from compiler.tuning.checkpoint import library_path, read_log
 
@@ -125,7 +126,7 @@ def tuning_sessions(folder: Path) -> list:
 def report(work: Path, times: dict, points: dict, shipped, commands: dict, budgets: dict, seed: str, command: str) -> dict:
     from statistics import median
 
-    from compiler.bench.command import database_summary, machine
+    from compiler.bench.measure import database_summary, machine
 
     shipped_ms = median(times["shipped"])
     database = database_summary(shipped)
@@ -242,7 +243,7 @@ def main(argv=None) -> int:
     times, points = measure_all(work, shipped, args.runs)
     command = " ".join(["python bench/tuning_cost.py", *(argv if argv is not None else sys.argv[1:])])
     result = report(work, times, points, shipped, commands, budgets, seed, command)
-    from compiler.bench.command import publish
+    from compiler.bench.measure import publish
 
     publish(result, args.json, render)
     if args.json:

@@ -23,7 +23,7 @@ from compiler.passes import pipeline
 from compiler import targets
 from compiler.tuning import tune as tuning
 from compiler.tuning import database as tuning_db
-from compiler.driver import ROOT  # noqa: E402
+from compiler import paths  # noqa: E402
 from compiler.frontend.onnx_export import export_attendnext  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def run(preset_name, options: tuning.TuneOptions, mod_cache: dict) -> dict:
     first batch's build on)."""
     preset = targets.load(preset_name)
     if preset_name not in mod_cache:
-        model = onnx_model.load(ROOT / "build" / "attendnext.onnx")
+        model = onnx_model.load(paths.exported_onnx("attendnext"))
         mod_cache[preset_name] = (pipeline.tunable_module(pipeline.import_onnx(model), preset.tvm_target()), model)
     mod, model = mod_cache[preset_name]
     database = tuning_db.TuningDatabase(Path(tempfile.mkdtemp(prefix="dcac-throughput-")))
@@ -77,7 +77,7 @@ def main() -> int:
     parser.add_argument("--servers", default="1,2", help="with --compare servers: comma list of server counts")
     parser.add_argument("--json", help="write the rows, command and machine here (e.g. bench/results/...)")
     args = parser.parse_args()
-    export_attendnext(ROOT / "build" / "attendnext.onnx")
+    export_attendnext(paths.exported_onnx("attendnext"))
     cache, rows = {}, []
     if args.compare == "builders":
         for builder in ("stock", "persistent"):
@@ -97,7 +97,7 @@ def main() -> int:
             print(f"steady ratio: {rate['steady'] / base:.2f}x ({name} vs {rows[0][0]}), {args.trials} trials each")
     if args.json:
         from compiler import atomic
-        from compiler.bench.command import machine
+        from compiler.bench.measure import machine
 
         command = " ".join(["python bench/tuning_throughput.py", *sys.argv[1:]])
         atomic.write_json(args.json, {"command": command, "machine": machine(), "trials_per_minute": dict(rows),

@@ -8,7 +8,7 @@ the machine (CPU model, LLVM cpu) and each variant's database.
 import argparse
 
 from compiler import paths, targets
-from compiler.bench.command import publish, side_by_side
+from compiler.bench.measure import publish, side_by_side
 from compiler.driver import CompileOptions, compile_model
 from compiler.errors import UserError, guarded
 from compiler.tuning import database as tuning_db

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from compiler.bench.command import device_onnxruntime_timer, measure, table
+from compiler.bench.measure import device_onnxruntime_timer, measure, table
 from compiler.errors import DeviceError
 from compiler.passes.pipeline import DEFAULT_LAYOUT
 from test_cli import assert_user_error

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from compiler.bench import models as bench_models
-from compiler.bench.command import table
+from compiler.bench.measure import table
 from compiler.errors import UserError
 from test_command import run_bench
 from test_cli import assert_user_error, run_cli
