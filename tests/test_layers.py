@@ -6,7 +6,7 @@ functions too) and the registry's "compiler.module:function" builder strings (co
 when a model is built). A module's layer is its folder's (LAYERS, bottom first); a module directly in
 compiler/ has a layer of its own name. Imports under `if __name__ == "__main__":` are the module run as a
 program, a face, and no importer runs them; a `__main__` module is a face too. The two board-side modules
-(copied alone onto a board) import nothing of the compiler, not even as a program.
+(copied alone onto a board or into the emulated Pi) import nothing of the compiler, not even as a program.
 """
 import ast
 import re
@@ -37,7 +37,7 @@ LAYER_NAMES = [name for name, _ in LAYERS]
 FACES = LAYER_OF["cli"]
 
 # Copied alone onto a board: they import nothing of the compiler, not even as a program.
-STANDALONE = ("compiler.artifact.runtime", "compiler.device.board_server")
+STANDALONE = ("compiler.artifact.runtime", "compiler.device.board_server", "compiler.device.count_guest")
 
 BUILDER = re.compile(r"((?:compiler|schedules)(?:\.\w+)+):\w+")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from compiler import targets
 from compiler.artifact.runtime import Model
-from compiler.bench import models as bench_models
+from compiler.bench import instructions, models as bench_models
 from compiler.bench.kernel_profile import profile
 from compiler.bench.measure import (
     NO_TORCH_ON_DEVICE,
@@ -41,6 +41,8 @@ EXAMPLES = [
     "python -m compiler bench --target host --profile                             # ... and where the time goes",
     "python -m compiler bench --target host --models all --json bench/results/models-host.json",
     "python -m compiler bench --target rpi4 --models all --tracker 10.0.0.5:9190  # your boards",
+    "python -m compiler bench --target rpi4 --count-instructions --models all --json bench/results/instructions-rpi4.json"
+    "   # no board: instruction-count proxy in the emulated Pi",
 ]
 
 
@@ -62,6 +64,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print where the time goes: TVM per kernel beside ONNX Runtime per operator "
                              "(host only; JSON key 'profile')")
+    parser.add_argument("--count-instructions", action="store_true",
+                        help="aarch64 presets, no board: count aarch64 instructions and simulated cache misses per "
+                             "inference of TVM and ONNX Runtime in the emulated Pi (a proxy, not a latency)")
+    parser.add_argument("--cache-model", choices=["on", "off"], default="on",
+                        help="with --count-instructions: also simulate the preset CPU's L1/L2 (slower)")
+    parser.add_argument("--per-kernel", action="store_true",
+                        help="with --count-instructions: also count every kernel of the TVM library")
 
 
 def run(args) -> int:
@@ -73,9 +82,12 @@ def run(args) -> int:
         raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
     if args.profile and not preset.is_host:
         raise UserError("--profile instruments the library in this process: use it with --target host")
+    if args.count_instructions:
+        if args.tracker or args.profile:
+            raise UserError("--count-instructions counts in the emulated Pi: leave out --tracker and --profile")
+        instructions.publish_report(instructions.run(preset, args), args.json)
+        return 0
     if args.models:
-        from compiler.bench import models as bench_models
-
         if args.profile or args.database or args.fusion != "stock":
             raise UserError("--models builds each model with its own database and stock fusion: leave out "
                             "--profile, --database and --fusion")
@@ -97,7 +109,7 @@ def _builds(preset, args) -> dict:
              else f"no database for {preset.name}/{tuning_db.cpu_of(preset)}")
     builds = {f"TVM {args.fusion} fusion, {shipped.sidecar['layout']} weights ({label})": shipped}
     if not args.skip_untuned and tuning["database"]:
-        builds["TVM (untuned)"] = compile_model(CompileOptions(**common, out=str(work / "untuned"), database="none"))
+        builds["TVM (no database: default schedules)"] = compile_model(CompileOptions(**common, out=str(work / "untuned"), database="none"))
     return builds
 
 

@@ -174,7 +174,7 @@ def ensure_rootfs() -> Path:
     return final
 
 
-def _ensure_mounts(root: Path) -> None:
+def ensure_mounts(root: Path) -> None:
     """The RPC server forks and uses POSIX semaphores: it needs /proc and /dev inside the chroot."""
     for name, args in (("proc", ["-t", "proc", "proc"]), ("dev", ["--bind", "/dev"])):
         point = root / name
@@ -186,7 +186,7 @@ def _ensure_mounts(root: Path) -> None:
 def device_command(*args: str) -> list:
     """A command line that runs the device's Python with `args`, inside the emulated Pi."""
     root = ensure_rootfs()
-    _ensure_mounts(root)
+    ensure_mounts(root)
     return ["chroot", str(root), DEVICE_PYTHON, *args]
 
 

@@ -1,0 +1,107 @@
+"""`python -m compiler bench --target rpi4 --count-instructions`: the ARM measurement with no board.
+
+Each model is built for the aarch64 preset as `compile.py` builds it (its database if one applies, else the
+default schedules), then its library and ONNX Runtime's aarch64 build on the same ONNX file are run one
+after the other in the emulated Pi under qemu's counting plugins (compiler/device/instruction_count.py):
+aarch64 instructions per inference and the simulated L1/L2 misses of the preset's CPU, one thread each.
+These are proxies to rank code by, side by side: never a latency. They ignore latencies, issue width,
+memory bandwidth and contention between threads (a multi-threaded library is counted on one thread).
+"""
+import math
+import tempfile
+from pathlib import Path
+
+from compiler import paths, zoo
+from compiler.bench.measure import machine, publish
+from compiler.device import instruction_count
+from compiler.driver import CompileOptions, compile_model
+from compiler.errors import UserError
+from compiler.output import say
+
+PROXY = "instruction-count proxy under qemu emulation, one thread: it ranks code and is NOT a latency of any ARM board"
+COLUMNS = [("insns", "instructions"), ("dmiss", "L1D misses"), ("l2miss", "L2 misses")]
+
+
+def _million(value) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f} M"
+
+
+def count_model(preset, name: str, work: Path, cache_model: bool, per_kernel: bool, default_schedules=True) -> dict:
+    """Build `name` for `preset` and count it beside ONNX Runtime: {engine: per-inference counters, ...}."""
+    mcpu = str(preset.target.get("mcpu"))
+    built = compile_model(CompileOptions(target=preset.name, model=name, default_schedules=default_schedules,
+                                         out=str(work / f"{name}-{preset.name}-{default_schedules}")))
+    plugin = "cache" if cache_model else "insn"
+    row = {"tuning": built.sidecar["tuning"], "engines": {}}
+    for engine, model in (("TVM", built.library), ("ONNX Runtime", paths.exported_onnx(name))):
+        say(f"counting {engine} on {name} in the emulated {mcpu} ({plugin} plugin)")
+        result = instruction_count.count("tvm" if engine == "TVM" else "ort", model, mcpu, plugin,
+                                         per_kernel=per_kernel and engine == "TVM")
+        row["engines"][engine] = {"per_inference": result["per_inference"], "seconds": result["seconds"],
+                                  "version": result["guest"]["version"]}
+        if "kernels" in result:
+            row["kernels"] = result["kernels"]
+    tvm, ort = row["engines"]["TVM"]["per_inference"], row["engines"]["ONNX Runtime"]["per_inference"]
+    row["ratios"] = {key: tvm[key] / ort[key] for key, _ in COLUMNS if tvm.get(key) and ort.get(key)}
+    return row
+
+
+def render(report: dict) -> str:
+    lines = [f"**{report['proxy']}.** Per inference on the emulated {report['mcpu']} ({report['target']} preset), "
+             f"counted on {report['device']} ({report['command']})", "",
+             "| model | kernels: database / default / total | " + " | ".join(
+                 f"TVM {label} | ONNX Runtime {label} | TVM / ORT" for _, label in COLUMNS if report["cache_model"]
+                 or _ == "insns") + " |",
+             "| --- | --- | " + " | ".join("---: | ---: | ---:" for key, _ in COLUMNS
+                                          if report["cache_model"] or key == "insns") + " |"]
+    for name, row in report["models"].items():
+        tvm, ort = row["engines"]["TVM"]["per_inference"], row["engines"]["ONNX Runtime"]["per_inference"]
+        tuning = row["tuning"]
+        cells = [f"{_million(tvm.get(key))} | {_million(ort.get(key))} | "
+                 + (f"{row['ratios'][key]:.2f}x" if key in row["ratios"] else "-")
+                 for key, _ in COLUMNS if report["cache_model"] or key == "insns"]
+        lines.append(f"| {name} | {tuning['kernels_tuned']} / {tuning.get('kernels_default', 0)} / "
+                     f"{tuning['kernels_total']} | " + " | ".join(cells) + " |")
+    if report.get("geomean"):
+        lines += ["", "Geometric mean of TVM / ONNX Runtime: " + ", ".join(
+            f"{label} {report['geomean'][key]:.2f}x" for key, label in COLUMNS if key in report["geomean"]) + "."]
+    for name, row in report["models"].items():
+        if row.get("kernels"):
+            lines += ["", f"TVM per VM call, {name} (one inference; each includes about 11,000 instructions of the "
+                      "VM instrument's round trip)", "", "| calls | instructions | share | kernel |",
+                      "| ---: | ---: | ---: | --- |"]
+            total = sum(k.get("insns", 0) for k in row["kernels"])
+            for kernel in row["kernels"][:15]:
+                lines.append(f"| {kernel['calls']} | {_million(kernel.get('insns'))} | "
+                             f"{100 * kernel.get('insns', 0) / max(total, 1):.1f}% | `{kernel['name']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def run(preset, args) -> dict:
+    """Count every model named by --models (default AttendNeXt) for the aarch64 `preset`."""
+    if preset.is_host:
+        raise UserError("--count-instructions counts aarch64 code in the emulated Pi: give an aarch64 preset, "
+                        "e.g. --target rpi4")
+    if str(preset.target.get("mcpu")) not in instruction_count.CACHES:
+        raise UserError(f"--count-instructions has cache models for {', '.join(instruction_count.CACHES)}, not "
+                        f"'{preset.target.get('mcpu')}': count a preset with one of those CPUs")
+    names = [n.strip() for n in (args.models or "attendnext").replace("all", ",".join(zoo.MODELS)).split(",")
+             if n.strip()]
+    for name in names:
+        zoo.lookup(name)
+    work = Path(tempfile.mkdtemp(prefix="dcac-count-"))
+    cache_model = args.cache_model == "on"
+    models = {name: count_model(preset, name, work, cache_model, args.per_kernel) for name in names}
+    geomean = {key: math.exp(sum(math.log(m["ratios"][key]) for m in models.values()) / len(models))
+               for key, _ in COLUMNS if all(key in m["ratios"] for m in models.values())}
+    host = machine()
+    command = (f"python -m compiler bench --target {preset.name} --count-instructions --models {','.join(names)}"
+               f" --cache-model {args.cache_model}" + (" --per-kernel" if args.per_kernel else "")
+               + (f" --json {args.json}" if args.json else ""))
+    return {"proxy": PROXY, "target": preset.name, "mcpu": str(preset.target.get("mcpu")), "cache_model": cache_model,
+            "device": f"{host['cpu_model']} ({host['llvm_cpu']}) running qemu-aarch64", "machine": host,
+            "command": command, "models": models, "geomean": geomean}
+
+
+def publish_report(report: dict, json_path=None) -> None:
+    publish(report, json_path, render=render)
