@@ -13,14 +13,18 @@ the target's machine model (vector lanes, vector registers, cores):
   - unrolling of the register tile when its body is small; producers kept at root.
 The target's postprocessors (parallelise/vectorise/unroll rewrite, reduction rewrite, weight layout rewrite)
 then run as they do for tuned schedules, and the traces go into an in-memory database that the pipeline
-applies like a tuned one. Kernels a tuned database already scheduled are left alone. docs/default-schedules.md
+applies like a tuned one. Kernels a tuned database already scheduled are left alone. docs/arm-without-a-board.md
 has the measurements that chose this.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import re
+import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -92,6 +96,10 @@ class TilePlan:
     tiles: List[List[int]]  # per block loop, the factors in the order MetaSchedule samples them
     unroll: int
     note: str = ""
+    # (block name, write-buffer rank, dimension moved innermost): the accumulator (an intermediate buffer)
+    # is stored channel-last so that the vectoriser, which only vectorises the written buffer's innermost
+    # dimension, vectorises along the output channels
+    transpose: Optional[tuple] = None
 
 
 def _vars_in(expr) -> set:
@@ -170,6 +178,12 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     reduction = [i for i in range(len(iters)) if kinds[i] == "R"]
     has_reduction = any(extents[i] > 1 for i in reduction)
 
+    if machine.is_arm and has_reduction and n_s == 4:
+        plan = _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_obj, var_of, write,
+                                    write_dim_of, reads, spatial, reduction, n_s)
+        if plan is not None:
+            return plan
+
     # ---- the vector tile S3: candidates over each spatial iterator (plus merged rows for the output's last dim)
     best = None  # (score, axis, {iter: factor})
     last_write_dim = len(write_dims) - 1
@@ -215,6 +229,16 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
 
     # ---- the register tile S2: axes whose iterator the vector operand does not read (it is reused across them)
     budget = machine.accumulators // vectors if has_reduction else max(1, 8 // vectors)
+    arm_window = None
+    if machine.is_arm and has_reduction:
+        # Arm: S2 is outside R1, so R1's weights (a register per tap) and inputs (a vector per tap and vector)
+        # stay live with the accumulators; a whole 3x3 window with 28 accumulators spills. Keep only the
+        # innermost window axis in R1 and size the accumulators to the rest of the registers
+        windows = [i for i in reduction if 1 < extents[i] <= 7]
+        if windows:
+            arm_window = max(windows)
+            taps = extents[arm_window]
+            budget = max(1, (machine.vector_registers + 1 - taps - taps * vectors) // (2 * vectors))
     vec_vars = {var_of[i] for i in vec}
     vector_operands = [region for region, free in reads if any(v in _vars_in(r.min) for r in region.region for v in vec_vars)]
 
@@ -240,6 +264,8 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
         f = _largest_divisor_at_most(extents[i], r_budget)
         inner_r[i] = f
         r_budget = max(1, r_budget // f)
+    if arm_window is not None:
+        inner_r = {i: (extents[i] if i == arm_window else 1) for i in reduction}
 
     # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1
     want = 4 * machine.cores
@@ -270,6 +296,107 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
             f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
     return TilePlan(tiles=tiles, unroll=unroll, note=note)
+
+
+def _lane_invariant(expr, var, factor: int, extent: int) -> bool:
+    """Whether `expr` stays the same across `factor` consecutive aligned values of `var`: `var` absent, or
+    only inside floor divisions by multiples of `factor` (a grouped convolution's input channel)."""
+    if var.name not in _vars_in(expr):
+        return True
+    text = str(expr)
+    name = re.escape(var.name)
+    uses = len(re.findall(rf"\b{name}\b", text))
+    divs = [int(g) for g in re.findall(rf"\b{name} // (?:T\.int64\()?(\d+)", text)]
+    return uses == len(divs) and all(g % factor == 0 for g in divs)
+
+
+def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_obj, var_of, write, write_dim_of,
+                         reads, spatial, reduction, n_s) -> Optional[TilePlan]:
+    """Arm (NCHW activations, prepacked weights): vectorise a reduction along the output channels, the weight
+    operand's axis, with the activation broadcast, when the pixel rows are too short for whole vectors (14, 7:
+    NEON has 4 lanes, and partial vectors compile to lane shuffles and spills). The accumulator, an
+    intermediate buffer, is stored channel-last (TilePlan.transpose); the fused epilogue reads it back."""
+    L = machine.lanes
+    params = {str(b.name) for b in getattr(func, "buffer_map", {}).values()}
+    if str(write.source.name) in params:
+        return None
+    nd = len(write.region)
+    last = nd - 1
+    # the row the spatial plan would vectorise: the iterator of the write's innermost dimension
+    row = [i for i in spatial if write_dim_of.get(var_of[i]) == last and extents[i] > 1]
+    if row and extents[row[0]] % L == 0:
+        return None  # whole vectors along the row: the spatial plan does well
+    for c in spatial:
+        d_c = write_dim_of.get(var_of[c])
+        if d_c is None or d_c == last or extents[c] % L:
+            continue
+        if not any(free and any(var_of[c] in _vars_in(r.min) for r in region.region) for region, free in reads):
+            continue  # not a weight axis
+        pixels = [i for i in spatial if i != c and extents[i] > 1 and write_dim_of.get(var_of[i]) is not None]
+        # the inner reduction tile R1: the innermost window axis (rx) whole, the rest of the window and the
+        # channels in R0; without a window two channels. S2 is outside R1, so R1's weights (one vector per
+        # tap) and inputs (one register per scalar, windows overlapping along the row) stay live together
+        # with the accumulators: all must fit the registers, or LLVM spills
+        windows = [i for i in reduction if 1 < extents[i] <= 7]
+        taps, chan_axis = 1, None
+        if windows:
+            rx = max(windows)  # the last window axis: along the row
+            taps = extents[rx]
+        else:
+            chan_axis = next((i for i in reduction if extents[i] % 2 == 0), None)
+        chosen = None
+        for vectors in (2, 1, 4):
+            v = vectors * L
+            if extents[c] % v:
+                continue
+            if not all(free or all(_lane_invariant(r.min, var_obj[c], v, extents[c]) for r in region.region)
+                       for region, free in reads):
+                continue
+            for chans in ((2, 1) if chan_axis is not None else (1,)):
+                reg = {}
+                for i in sorted(pixels, key=lambda i: -write_dim_of[var_of[i]]):
+                    have = math.prod(reg.values())
+                    fits = [f for f in _divisors(extents[i]) if vectors * (have * f + taps * chans)
+                            + (have * f + taps - 1) * chans <= machine.vector_registers + 1]
+                    f = max(fits) if fits else 1
+                    if f > 1:
+                        reg[i] = f
+                acc = math.prod(reg.values())
+                fmas = acc * vectors * taps * chans  # per R1 pass: FMAs, weight loads, input loads (paired), loop
+                score = fmas / (fmas + vectors * taps * chans + (acc + taps - 1) * chans / 2 + 4)
+                if acc * vectors >= 8 and (chosen is None or score > chosen[0]):
+                    chosen = (score, v, vectors, reg, chans)
+        if chosen is None:
+            continue
+        _, v, vectors, reg, chans = chosen
+        vec = {c: v}
+        inner_r = {i: 1 for i in reduction}
+        if windows:
+            inner_r[max(windows)] = taps
+        elif chans > 1:
+            inner_r[chan_axis] = chans
+        want, got, outer0 = 4 * machine.cores, 1, {}
+        for i in spatial:
+            rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
+            if got >= want:
+                outer0[i] = 1
+                continue
+            f = _smallest_divisor_at_least(rest, math.ceil(want / got))
+            outer0[i] = f
+            got *= f
+        tiles = []
+        for i in range(len(iters)):
+            if kinds[i] == "S":
+                s3, s2, s0 = vec.get(i, 1), reg.get(i, 1), outer0.get(i, 1)
+                tiles.append([s0, extents[i] // (s3 * s2 * s0), s2, s3])
+            else:
+                r1 = inner_r.get(i, 1)
+                tiles.append([extents[i] // r1, r1])
+        note = (f"chan-vec={ {var_of[c]: v} } reg={ {var_of[i]: f for i, f in reg.items()} } "
+                f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
+        return TilePlan(tiles=tiles, unroll=256, note=note,
+                        transpose=(str(block.name_hint), nd, d_c, len(spatial), spatial.index(c)))
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -343,11 +470,6 @@ def _register_cpu_intrinsics() -> None:
     the NEON dot products). The package's __init__ also imports CUDA's and costs ~30 s; its two CPU files take
     ~2 s. Loaded under a stub package that is removed again, so a later `import tvm.s_tir.tensor_intrin` still
     runs the real __init__ (which finds these two already imported)."""
-    import importlib
-    import sys
-    import types
-
-    import tvm.s_tir
 
     name = "tvm.s_tir.tensor_intrin"
     if name in sys.modules:
@@ -394,6 +516,15 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
         decider = _Decider(sch, machine, opts)
         try:
             spaces[k].trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decider)
+            for plan in decider.plans:
+                if plan.transpose is not None:
+                    name, nd, d, n_spatial, c = plan.transpose
+                    order = [j for j in range(nd) if j != d] + [d]
+                    block_rv = sch.get_sblock(name)
+                    sch.transform_layout(block_rv, ("write", 0),
+                                         tirx.IndexMap.from_func(lambda *idx: [idx[j] for j in order], ndim=nd))
+                    inner = list(sch.get_loops(block_rv))[-n_spatial:]  # the vector tile S3, one loop per axis
+                    sch.reorder(*([l for k, l in enumerate(inner) if k != c] + [inner[c]]))
             sch.enter_postproc()
             if not all(p.apply(sch) for p in postprocs):
                 errors.append(f"space {k}: a postprocessor refused")

@@ -1,5 +1,5 @@
 """End to end through compile.py: AttendNeXt and two other ONNX vision models, verified against ONNX Runtime
-on the host and on the emulated Raspberry Pi 4 (a real aarch64 RPC server under qemu-user)."""
+on the host and on the emulated Raspberry Pi 4 and 5 (a real aarch64 RPC server under qemu-user)."""
 import json
 import re
 
@@ -45,11 +45,23 @@ def test_verify_on_host(name, model_files, tmp_path):
 @pytest.mark.emulated
 @pytest.mark.parametrize("name", MODELS)
 def test_verify_on_emulated_rpi4(name, model_files, tmp_path):
+    """What `python compile.py --target rpi4` ships: default schedules on every kernel (no rpi4 database), verified
+    on the emulated Pi."""
     out = tmp_path / f"{name}-rpi4"
     result = run_cli(*compile_args(name, model_files, "rpi4", out))
     assert_verified(result, out, name, "rpi4")
     assert "on the emulated Raspberry Pi" in result.stderr
     assert (out / f"{name}.so").read_bytes()[18] == 183  # EM_AARCH64
+    tuning = json.loads((out / f"{name}.json").read_text())["tuning"]
+    assert tuning["kernels_default"] == tuning["kernels_total"]
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_verify_attendnext_for_rpi5_on_the_emulated_pi(tmp_path):
+    """The Pi 5 preset (Cortex-A76) with its default schedules, verified on the emulated Pi."""
+    out = tmp_path / "attendnext-rpi5"
+    assert_verified(run_cli("--target", "rpi5", "--out", out, "--verify"), out, "attendnext", "rpi5")
 
 
 @pytest.mark.emulated

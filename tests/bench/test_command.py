@@ -122,3 +122,8 @@ def test_emulated_pi_benchmark_runs_onnxruntime_on_the_device_and_says_emulated(
                                       "ONNX Runtime"}
     assert all(row["runs"] == 2 and row["median_ms"] > 0 for row in report["engines"].values())
     assert "EMULATED (qemu-user)" in markdown and "EMULATED (qemu-user)" in stdout
+
+
+def test_instruction_counting_needs_an_aarch64_preset():
+    assert_user_error(run_bench("--target", "host", "--count-instructions"),
+                      "--count-instructions counts aarch64 code", "--target rpi4")

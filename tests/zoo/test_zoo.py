@@ -111,7 +111,8 @@ def emulated_pi():
 @pytest.mark.emulated
 @pytest.mark.parametrize("name", BASELINES)
 def test_rpi4_build_matches_onnxruntime_on_the_emulated_pi(name, emulated_pi, tmp_path):
-    """compile.py --model NAME --target rpi4 --verify: cross-built untuned, run on the emulated Pi (aarch64)."""
+    """compile.py --model NAME --target rpi4 --verify: cross-built with default schedules (no
+    database), run on the emulated Pi (aarch64)."""
     out = tmp_path / f"{name}-rpi4"
     result = run_cli("--model", name, "--target", "rpi4", "--database", "none", "--out", out, "--verify",
                      "--tracker", emulated_pi)
