@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu
+SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu qemu-user libglib2.0-dev pkg-config dpkg-dev
 
 .PHONY: run test test-fast venv system-packages device clean
 
@@ -22,12 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-# Debian packages the tests need: qemu-user + debootstrap (emulated Pi), the GNU cross linker.
+# Debian packages the tests need: qemu-user-static + debootstrap (emulated Pi), the GNU cross linker (and its
+# binutils), qemu-user + glib headers + dpkg-dev (the instruction counter's plugins, built from qemu's source).
+# --no-install-recommends: qemu-user recommends qemu-user-binfmt, which conflicts with qemu-user-static.
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 # The emulated Raspberry Pi 4 (arm64 Debian + aarch64 TVM runtime), built once into ~/.cache.
