@@ -268,17 +268,7 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
         inner_r = {i: (extents[i] if i == arm_window else 1) for i in reduction}
 
     # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1
-    want = 4 * machine.cores
-    outer0 = {}
-    got = 1
-    for i in spatial:
-        rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
-        if got >= want:
-            outer0[i] = 1
-            continue
-        f = _smallest_divisor_at_least(rest, math.ceil(want / got))
-        outer0[i] = f
-        got *= f
+    outer0, got = _outer_tiles(spatial, extents, vec, reg, machine)
 
     tiles = []
     for i in range(len(iters)):
@@ -296,6 +286,20 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
             f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
     return TilePlan(tiles=tiles, unroll=unroll, note=note)
+
+
+def _outer_tiles(spatial, extents, vec: dict, reg: dict, machine: Machine) -> tuple:
+    """({spatial iterator: outermost tile}, parallel jobs): smallest factors that give >= 4 x cores jobs."""
+    want, got, outer0 = 4 * machine.cores, 1, {}
+    for i in spatial:
+        rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
+        if got >= want:
+            outer0[i] = 1
+            continue
+        f = _smallest_divisor_at_least(rest, math.ceil(want / got))
+        outer0[i] = f
+        got *= f
+    return outer0, got
 
 
 def _lane_invariant(expr, var, factor: int, extent: int) -> bool:
@@ -375,15 +379,7 @@ def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_o
             inner_r[max(windows)] = taps
         elif chans > 1:
             inner_r[chan_axis] = chans
-        want, got, outer0 = 4 * machine.cores, 1, {}
-        for i in spatial:
-            rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
-            if got >= want:
-                outer0[i] = 1
-                continue
-            f = _smallest_divisor_at_least(rest, math.ceil(want / got))
-            outer0[i] = f
-            got *= f
+        outer0, got = _outer_tiles(spatial, extents, vec, reg, machine)
         tiles = []
         for i in range(len(iters)):
             if kinds[i] == "S":

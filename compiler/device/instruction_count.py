@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from compiler import paths
+from compiler.artifact.runtime import sha256_file
 from compiler.device import emulator
 from compiler.errors import DeviceError, UserError
 from compiler.output import say
@@ -71,11 +72,7 @@ def _run(cmd, **kw):
 
 
 def _sha(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _dpkg_version(pkg):
