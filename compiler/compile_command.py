@@ -3,7 +3,13 @@ target: the `compile`, `tune`, `verify` and `explain` commands, and `python comp
 
 The work is `compiler.driver.compile_model`; this module only turns arguments into its options.
 """
+from compiler import targets, zoo
+from compiler.driver import CompileOptions, compile_model, explain
 from compiler.errors import UserError
+from compiler.frontend.onnx_model import parse_input_shapes
+from compiler.passes.pipeline import DEFAULT_LAYOUT, LAYOUTS
+from compiler.tuning.policy import BudgetPolicy
+from compiler.tuning.tune import TuneOptions
 
 EXAMPLES = [
     "python compile.py --target rpi4                          # AttendNeXt -> dist/attendnext-rpi4/",
@@ -17,8 +23,6 @@ EXAMPLES = [
 
 
 def add_arguments(parser) -> None:
-    from compiler.passes.pipeline import DEFAULT_LAYOUT, LAYOUTS
-
     parser.add_argument("--target", default="rpi4", help="a preset from targets/ (see --list-targets)")
     parser.add_argument("--list-targets", action="store_true", help="print the target presets and exit")
     parser.add_argument("--model", help="a registered model (see --list-models; exported to build/<name>.onnx) or an "
@@ -77,22 +81,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Build (tune, verify, explain) as the arguments say; exit code 1 when verification fails."""
-    from compiler import targets
 
     if args.list_targets:
         print(targets.describe_all())
         return 0
     if args.list_models:
-        from compiler import zoo
-
         print(zoo.describe_all())
         return 0
     if args.tolerance < 0:
         raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
-    from compiler.driver import CompileOptions, compile_model, explain
-    from compiler.frontend.onnx_model import parse_input_shapes
-    from compiler.tuning.policy import BudgetPolicy
-    from compiler.tuning.tune import TuneOptions
 
     options = CompileOptions(
         target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),

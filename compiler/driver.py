@@ -68,6 +68,7 @@ def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
     if options.weights and name != "attendnext":
         raise UserError(f"--weights loads AttendNeXt weights; {name} is built with seeded weights: drop --weights "
                         "or export your trained model to ONNX and pass the file")
+    # Waits until needed: the export loads PyTorch, which a command refusing bad input must not.
     from compiler.frontend.onnx_export import export_attendnext, export_registered
 
     path = paths.exported_onnx(name)

@@ -101,6 +101,7 @@ def timers_device(builds: dict, session, threads: int) -> dict:
 
 def model_rows(builds: dict, times: dict) -> dict:
     """The JSON's `models`: parameters, MACs, per-engine table (bench.table) and tuning coverage."""
+    # Waits until needed: counting builds the models in PyTorch.
     from compiler.zoo.size import count_params_and_macs
 
     rows = {}

@@ -18,6 +18,7 @@ from tvm.s_tir.meta_schedule.builder.local_builder import _worker_func
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
 from compiler.artifact.linker import Linker
+from compiler.passes.fast_math import install
 
 
 def build_candidate(mod, target, _params):
@@ -26,8 +27,6 @@ def build_candidate(mod, target, _params):
     so tuning ranks schedules by the cost they will have in the shipped library."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    from compiler.passes.fast_math import install
 
     install()
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)

@@ -59,6 +59,7 @@ def lookup(name: str) -> ZooModel:
 
 def describe_all() -> str:
     """`compile.py --list-models`: one line per model with its parameters, MACs, input and paper."""
+    # Waits until needed: counting builds the models in PyTorch; asking whether a name is registered must not.
     from compiler.zoo.size import count_params_and_macs
 
     lines = []
