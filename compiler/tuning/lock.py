@@ -38,10 +38,16 @@ def describe_holder(info: dict) -> str:
 @contextlib.contextmanager
 def unless_held(folder: Path):
     """For a reader: hold the lock for the block if nobody does (yields True: the files may be repaired and
-    read in place), else yield False at once (a writer is appending: read a snapshot, touch nothing)."""
+    read in place), else yield False at once (a writer is appending, or the folder is not ours to write: read
+    a snapshot, touch nothing)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_FILE, "a+")
+    except OSError:  # a folder this user cannot write: nobody writes it through us; read, touch nothing
+        yield False
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

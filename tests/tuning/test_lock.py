@@ -77,6 +77,13 @@ def test_a_reader_touches_nothing_while_a_writer_holds_the_lock(tmp_path):
     assert (tmp_path / tuning_db.RECORDS).read_text() == ""
 
 
+def test_a_folder_that_cannot_hold_a_lock_file_is_read_without_writing(tmp_path):
+    """A database folder the user cannot write (an installed package): the reader takes the snapshot path."""
+    (tmp_path / "not-a-folder").write_text("")
+    with lock.unless_held(tmp_path / "not-a-folder" / "db") as free:
+        assert free is False
+
+
 def test_provenance_keeps_one_entry_per_run(tmp_path):
     database = tuning_db.TuningDatabase(tmp_path)
     identity = {"target_name": "host", "cpu": "x", "device": {"cpu_model": "first"}}
