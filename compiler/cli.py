@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from compiler.errors import guarded
 from compiler.output import NORMAL, QUIET, VERBOSE, set_verbosity

@@ -4,7 +4,6 @@
     result = compile_model(CompileOptions(target="rpi4", verify=True))
 """
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

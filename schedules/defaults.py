@@ -139,7 +139,7 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
         return None
     extents = [int(sch.get(l).extent) for l in loops]
     kinds = ["S" if iv.iter_type == tirx.IterVar.DataPar else "R" for iv in iters]
-    n_s, n_r = tiling.count("S"), tiling.count("R")
+    n_s = tiling.count("S")
     func = sch.mod["main"]
     layout_free = _layout_free_buffers(func)
     var_obj = [iv.var for iv in iters]
@@ -186,7 +186,6 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
 
     # ---- the vector tile S3: candidates over each spatial iterator (plus merged rows for the output's last dim)
     best = None  # (score, axis, {iter: factor})
-    last_write_dim = len(write_dims) - 1
     for i in spatial:
         if extents[i] <= 1:
             continue

@@ -11,7 +11,6 @@ The libraries are kept (outside the database folder) so that a benchmark can tim
 from __future__ import annotations
 
 import datetime
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
