@@ -65,15 +65,21 @@ def _run(cmd, **kwargs) -> None:
 
 def ensure_host_tools() -> None:
     """qemu-user-static and debootstrap from Debian; installed with apt when we are root."""
-    missing = [pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None]
+    install_packages([pkg for tool, pkg in HOST_PACKAGES.items() if shutil.which(tool) is None], "the emulated Pi")
+
+
+def install_packages(missing: list, needed_by: str) -> None:
+    """Install the Debian packages `missing` with apt when we are root; otherwise say the command to run.
+    --no-install-recommends: qemu-user recommends qemu-user-binfmt, which conflicts with qemu-user-static."""
     if not missing:
         return
+    command = f"apt-get install -y --no-install-recommends {' '.join(missing)}"
     if os.geteuid() != 0:
-        raise UserError(f"the emulated Pi needs {' '.join(missing)}: run `sudo apt-get install -y {' '.join(missing)}`")
+        raise UserError(f"{needed_by} needs {' '.join(missing)}: run `sudo {command}`")
     log(f"installing {' '.join(missing)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run(["apt-get", "update", "-qq"], env=env)
-    _run(["apt-get", "install", "-y", "-qq", *missing], env=env)
+    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
 
 
 def ensure_binfmt() -> None:

@@ -83,17 +83,7 @@ def _dpkg_version(pkg):
 
 
 def ensure_host_packages():
-    missing = [p for p in HOST_PACKAGES if _dpkg_version(p) is None]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise UserError(f"counting instructions needs {' '.join(missing)}: run `sudo apt-get install -y "
-                        f"--no-install-recommends {' '.join(missing)}`")
-    log(f"apt-get install {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "update", "-qq"], env=env)
-    # --no-install-recommends: qemu-user recommends qemu-user-binfmt, which conflicts with qemu-user-static
-    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    emulator.install_packages([p for p in HOST_PACKAGES if _dpkg_version(p) is None], "counting instructions")
 
 
 def _ensure_deb_src():
