@@ -81,7 +81,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Build (tune, verify, explain) as the arguments say; exit code 1 when verification fails."""
-
     if args.list_targets:
         print(targets.describe_all())
         return 0

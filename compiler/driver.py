@@ -57,7 +57,6 @@ class CompileResult:
 def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
     """The user's ONNX file, or a registered model (compiler.zoo; AttendNeXt by default) exported to
     build/<name>.onnx, so that its artifact and tuning database are named after it."""
-
     name = options.model or "attendnext"
     if name not in zoo.MODELS and _is_onnx_path(name):
         if options.weights:
@@ -86,7 +85,6 @@ def _is_onnx_path(model: str) -> bool:
 
 def explain(options: CompileOptions) -> str:
     """`compile.py --explain`: what custom fusion changes for this model and target."""
-
     preset = targets.load(options.target)
     model = prepare_onnx(options)
     return explain_module.explain(pipeline.import_onnx(model), preset.tvm_target())

@@ -465,7 +465,6 @@ def _register_cpu_intrinsics() -> None:
     the NEON dot products). The package's __init__ also imports CUDA's and costs ~30 s; its two CPU files take
     ~2 s. Loaded under a stub package that is removed again, so a later `import tvm.s_tir.tensor_intrin` still
     runs the real __init__ (which finds these two already imported)."""
-
     name = "tvm.s_tir.tensor_intrin"
     if name in sys.modules:
         return

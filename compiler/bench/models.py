@@ -54,7 +54,6 @@ def common_databases(preset, names, layout=None) -> dict:
     the first other CPU that has (same vector width first). Backbones are compared tuned alike, not each with
     whichever CPU's database its own lookup finds. {} when no CPU has them all (each model then looks up its
     own, and the notes name the budgets)."""
-
     layout = layout or DEFAULT_LAYOUT
     others = [db.path.parent.name for db in tuning_db.foreign_databases(tuning_db.DatabaseKey(preset, names[0], "stock", layout))]
     for cpu in [tuning_db.cpu_of(preset), *others]:
@@ -79,7 +78,6 @@ def build_models(preset, names, layout=None) -> dict:
 
 def timers_host(builds: dict, threads: int) -> dict:
     """(model, engine) -> timer, for TVM, ONNX Runtime and PyTorch eager of every model."""
-
     timers = {}
     for name, build in builds.items():
         image = bench_image(zoo.lookup(name).input_shape)
@@ -91,7 +89,6 @@ def timers_host(builds: dict, threads: int) -> dict:
 
 def timers_device(builds: dict, session, threads: int) -> dict:
     """TVM and ONNX Runtime of every model, both on the board behind `session`."""
-
     timers = {}
     for name, build in builds.items():
         timers[name, "TVM"] = tvm_timer(Model(build.library, session=session))
@@ -187,7 +184,6 @@ def plot(report: dict, path) -> None:
 
 def publish(report: dict, json_path=None) -> None:
     """bench.publish with this table; with `json_path`, the PNG beside the JSON and Markdown too."""
-
     publish_report(report, json_path, render=render_markdown)
     if json_path:
         plot(report, Path(json_path).with_suffix(".png"))

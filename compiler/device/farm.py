@@ -205,7 +205,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """up, status or down, with the farm's state in a file so that separate jobs share one farm."""
-
     state = json.loads(_state_path().read_text()) if _state_path().exists() else None
     if args.farm_command == "up":
         if state:

@@ -58,12 +58,10 @@ class Device:
 
     def servers(self) -> int:
         """Servers registered for this device's key (busy or free); 1 for the host."""
-
         return 1 if self.tracker is None else servers_for_key(tracker_summary(*self.address), self.key)
 
     def session(self, timeout: float = SESSION_TIMEOUT):
         """An RPC session to one of the device's servers, or None for the host itself."""
-
         return None if self.tracker is None else request_session(*self.address, self.key, timeout)
 
 
@@ -71,7 +69,6 @@ class Device:
 def open_device(preset, tracker: Optional[str] = None, servers: int = 1):
     """The host (host preset, no tracker), the boards behind `tracker`, or `servers` emulated boards of
     `preset.rpc_key` started here for the time of the `with` block."""
-
     if tracker is not None:
         check_key(*parse_tracker(tracker), preset.rpc_key)
         yield Device(preset.rpc_key, tracker, emulated=False)

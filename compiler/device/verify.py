@@ -50,7 +50,6 @@ def compare(names, device_outputs, reference_outputs) -> List[Comparison]:
 
 def verify(library_path, onnx_model, preset, tracker: Optional[str] = None, seed: int = 0):
     """Run the library on its device and ONNX Runtime on the host with the same seeded input."""
-
     arrays = seeded_inputs(onnx_model.inputs, seed)
     reference = onnxruntime_outputs(onnx_model.path, onnx_model.inputs, arrays)
     with open_session(preset, tracker) as session:
