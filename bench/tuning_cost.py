@@ -8,7 +8,9 @@ the host, against the latency of the database the product ships for this CPU, al
           a fresh pool per batch) failed every candidate of a trial run on this loaded 2-core machine;
 - empty:  this project's tuner from an empty database (small batches, population from the batch, the
           persistent builder, the budget policy);
-- seeded: the same, seeded (--seed-database) from another CPU's database of the same pipeline.
+- seeded: the same, seeded (--seed-database) from another CPU's database of the same pipeline;
+- defaults: the same, starting from the default schedules (--seed-defaults on, the product's default);
+  the three runs above leave them out (--seed-defaults off) to keep their meaning.
 
 Each run tunes into its own database under --work-dir with end-to-end checkpoints (compile.py
 --checkpoint-every): a killed job resumes where it stopped when run again, and a finished run is not tuned
@@ -31,7 +33,7 @@ from compiler.tuning import database as tuning_db
 from compiler import paths  # noqa: E402
 from compiler.errors import UserError, guarded  # noqa: E402
 
-RUNS = ("stock", "empty", "seeded")
+RUNS = ("stock", "empty", "seeded", "defaults")
 WITHIN = 0.05  # "within 5% of the shipped database's latency"
 
 
@@ -39,7 +41,8 @@ def run_options(name: str, budget: int, every: int, seed: str, libraries: Path):
     """The TuneOptions of one run: MetaSchedule's defaults (stock) or this project's (empty, seeded)."""
     from compiler.tuning.tune import TuneOptions
 
-    common = dict(trials=budget, checkpoint_every=every, checkpoint_libraries=str(libraries))
+    common = dict(trials=budget, checkpoint_every=every, checkpoint_libraries=str(libraries),
+                  seed_defaults=name == "defaults")
     if name == "stock":  # the project's builder: MetaSchedule's timed out on every candidate under load (docs/tuning-and-farm.md)
         return TuneOptions(**common, trials_per_iter=64, search_population=512, budget_policy=None)
     return TuneOptions(**common, seed_database=seed if name == "seeded" else None)
@@ -131,7 +134,7 @@ def report(work: Path, times: dict, points: dict, shipped, commands: dict, budge
     shipped_ms = median(times["shipped"])
     database = database_summary(shipped)
     runs = {}
-    for name in RUNS:
+    for name in [name for name in RUNS if (work / name / "provenance.json").is_file()]:  # the runs tuned so far
         curve = sorted([c["trials"], c["minutes"], round(median(times[label]), 3)]
                        for label, (run, c) in points.items() if run == name)
         runs[name] = {"trials_to_within_5pct": trials_to_within(curve, shipped_ms), "curve": curve,
@@ -140,8 +143,10 @@ def report(work: Path, times: dict, points: dict, shipped, commands: dict, budge
                                        for label, (run, c) in sorted(points.items(), key=lambda p: p[1][1]["trials"])
                                        if run == name]}
         runs[name]["tuned_in"] = tuning_sessions(work / name)
-    runs["seeded"]["seed"] = seed
-    goals = {"empty": database["trials"] / 4, "seeded": database["trials"] / 10}
+    if "seeded" in runs:
+        runs["seeded"]["seed"] = seed
+    goals = {name: limit for name, limit in (("empty", database["trials"] / 4), ("seeded", database["trials"] / 10),
+                                              ("defaults", database["trials"] / 4)) if name in runs}
     return {"machine": machine(), "command": command, "runs_per_build": len(times["shipped"]),
             "shipped": {"trials": database["trials"], "latency_ms": round(shipped_ms, 3),
                         "database": database["path"], "cpu": database["cpu"]},
@@ -226,7 +231,7 @@ def main(argv=None) -> int:
     shipped = shipped_build(work, args.shipped)
     shipped_trials = tuning_db.TuningDatabase(Path(shipped.sidecar["tuning"]["database"])).record_count()
     budgets = {"stock": math.ceil(shipped_trials / 4), "empty": math.ceil(shipped_trials / 4),
-               "seeded": shipped_trials // 10}
+               "seeded": shipped_trials // 10, "defaults": math.ceil(shipped_trials / 4)}
     for item in args.budget:
         name, _, value = item.partition("=")
         if name not in RUNS or not value.isdigit():

@@ -58,6 +58,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed-database", metavar="DIR",
                         help="with --tune: start from another database's best schedules (another board, CPU or "
                              "model), each measured on this run's device before the search")
+    parser.add_argument("--seed-defaults", choices=["on", "off"], default="on",
+                        help="with --tune: start every task from its default schedule, measured on this run's device "
+                             "before the search (on, default), or from MetaSchedule's random samples (off)")
     parser.add_argument("--search-population", type=int, metavar="N",
                         help="with --tune: candidates the evolutionary search keeps per iteration (default: 8 per "
                              "trial of a batch, 64 to 512; MetaSchedule's own is 512); smaller is cheaper per iteration")
@@ -98,7 +101,8 @@ def run(args) -> int:
         default_schedules=args.default_schedules == "on",
         tune=TuneOptions(trials=args.trials, servers=args.servers,
                          session_timeout=args.session_timeout, allow_other_cpu=args.allow_other_cpu,
-                         seed_database=args.seed_database, search_population=args.search_population,
+                         seed_database=args.seed_database, seed_defaults=args.seed_defaults == "on",
+                         search_population=args.search_population,
                          checkpoint_every=args.checkpoint_every, wait_for_database=args.wait_for_database,
                          budget_policy=BudgetPolicy() if args.budget_policy == "on" else None)
         if args.tune else None, tracker=args.tracker,

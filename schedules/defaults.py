@@ -6,7 +6,8 @@ the tunable module, MetaSchedule's own design space for the target (DefaultLLVM/
 DefaultARM("neon") on aarch64) is generated, and instead of searching it every sampled decision is chosen from
 the target's machine model (vector lanes, vector registers, cores):
   - the vector tile along the output's contiguous axis (whole short rows merged), as wide as 1-4 vectors,
-    avoiding axes read by gathers or strides and axes the vectoriser would leave scalar;
+    avoiding axes read by gathers or strides and axes the vectoriser would leave scalar; a convolution whose
+    rows are not whole vectors or are read with a stride is vectorised along its output channels instead;
   - the register tile over the axes the vector operand is reused across, up to (vector registers - 4)
     accumulators;
   - small kernel windows whole inside, channels up to 16; outer tiles giving >= 4 x cores parallel jobs;
@@ -45,6 +46,13 @@ class Machine:
     vector_registers: int
     cores: int
     is_arm: bool
+
+    @property
+    def max_unroll(self) -> int:
+        """The largest explicit unroll MetaSchedule's rules offer the target (DefaultARM: 256; x86: 512). A
+        register tile is fully unrolled only within it: past it, the reduction loop stays innermost and each
+        accumulator becomes one long dependency chain."""
+        return 256 if self.is_arm else 512
 
     @property
     def accumulators(self) -> int:
@@ -100,6 +108,41 @@ class TilePlan:
     # is stored channel-last so that the vectoriser, which only vectorises the written buffer's innermost
     # dimension, vectorises along the output channels
     transpose: Optional[tuple] = None
+    # (block name, spatial loops per level, position of the channel reduction among the reduction loops, its
+    # chunk): the reduction over input channels is cut into chunks whose outer loop is moved above the
+    # block's S1 loops, so one parallel job's accumulators, weights and inputs of a chunk stay in L1
+    k_block: Optional[tuple] = None
+
+
+L1_BYTES = 32 * 1024  # the L1 data cache a K-blocked working set is sized for (Cortex-A72/A76; x86 has 32-48 KiB)
+
+
+def _k_block_tiles(spatial, extents, vec: dict, reg: dict, outer0: dict, pixels, c, k_chunks: int, r1: int):
+    """(S0 tiles, chunks of R0 kept inside S1) for a K-blocked reduction, or None when blocking does not pay.
+    One S0 job's accumulators take at most an eighth of L1 (S0 split along the pixel axes until they do); a
+    chunk of the input channels is sized so its inputs, weights and those accumulators fill half of L1."""
+    outer0 = dict(outer0)
+
+    def region(i):  # extent one S0 job covers along iterator i
+        return extents[i] // outer0.get(i, 1)
+    for i in sorted(pixels, key=lambda i: -region(i)):  # the tallest pixel axis first (rows)
+        while math.prod(region(j) for j in spatial) * 4 > L1_BYTES // 8:
+            room = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
+            larger = [d for d in _divisors(room) if d > outer0.get(i, 1)]
+            if not larger:
+                break
+            outer0[i] = larger[0]
+    pixels_per_job = math.prod(region(i) for i in pixels)
+    channels_per_job = region(c)
+    accumulators = pixels_per_job * channels_per_job * 4
+    if accumulators > L1_BYTES // 4:
+        return None
+    per_chunk = [d for d in _divisors(k_chunks)
+                 if d * r1 * (pixels_per_job + channels_per_job) * 4 + accumulators <= L1_BYTES // 2]
+    inner = max(per_chunk) if per_chunk else 1
+    if inner == k_chunks:
+        return None  # the whole reduction fits: nothing to block
+    return outer0, inner
 
 
 def _vars_in(expr) -> set:
@@ -178,9 +221,9 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     reduction = [i for i in range(len(iters)) if kinds[i] == "R"]
     has_reduction = any(extents[i] > 1 for i in reduction)
 
-    if machine.is_arm and has_reduction and n_s == 4:
+    if has_reduction and n_s == 4:
         plan = _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_obj, var_of, write,
-                                    write_dim_of, reads, spatial, reduction, n_s)
+                                    write_dim_of, reads, spatial, reduction, n_s, read_penalty)
         if plan is not None:
             return plan
 
@@ -258,9 +301,16 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     # ---- the inner reduction tile R1: small kernel windows whole, channels a few
     inner_r = {}
     body = math.prod(reg.values()) * vectors
-    r_budget = max(1, min(16, 512 // max(1, body)))
+    r_budget = max(1, min(16, machine.max_unroll // max(1, body)))
+    arm_inputs = machine.is_arm and has_reduction and arm_window is None
+    if arm_inputs:
+        # Arm: R1's input vectors stay live with the accumulators (and a weight register or two); a whole
+        # vector of channels lets one load feed four by-element multiply-adds
+        r_budget = max(1, min(r_budget, (machine.vector_registers - 2 - body) // vectors))
     for i in sorted(reduction, key=lambda i: extents[i]):  # windows (3, 3) before channels
         f = _largest_divisor_at_most(extents[i], r_budget)
+        if arm_inputs and f % L and f > L:
+            f = _largest_divisor_at_most(extents[i], f - f % L)
         inner_r[i] = f
         r_budget = max(1, r_budget // f)
     if arm_window is not None:
@@ -281,7 +331,7 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
         else:
             r1 = inner_r.get(i, 1)
             tiles.append([extents[i] // r1, r1])
-    unroll = 512 if body * math.prod(inner_r.values()) <= 512 else 64
+    unroll = machine.max_unroll if body * math.prod(inner_r.values()) <= machine.max_unroll else 64
     note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
             f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
     return TilePlan(tiles=tiles, unroll=unroll, note=note)
@@ -314,27 +364,31 @@ def _lane_invariant(expr, var, factor: int, extent: int) -> bool:
 
 
 def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_obj, var_of, write, write_dim_of,
-                         reads, spatial, reduction, n_s) -> Optional[TilePlan]:
-    """Arm (NCHW activations, prepacked weights): vectorise a reduction along the output channels, the weight
-    operand's axis, with the activation broadcast, when the pixel rows are too short for whole vectors (14, 7:
-    NEON has 4 lanes, and partial vectors compile to lane shuffles and spills). The accumulator, an
-    intermediate buffer, is stored channel-last (TilePlan.transpose); the fused epilogue reads it back."""
+                         reads, spatial, reduction, n_s, read_penalty) -> Optional[TilePlan]:
+    """NCHW activations, prepacked weights: vectorise a reduction along the output channels, the weight
+    operand's axis, with the activation broadcast, when the pixel rows do not split into whole vectors (14 or
+    28 pixels: partial vectors compile to lane shuffles and spills) or are read with a stride (a stride-2
+    convolution's row is a gather). The accumulator, an intermediate buffer, is stored channel-last
+    (TilePlan.transpose); the fused epilogue reads it back."""
     L = machine.lanes
-    params = {str(b.name) for b in getattr(func, "buffer_map", {}).values()}
+    params = {str(p.name) for p in func.params}  # TVM 0.27: a PrimFunc's parameters are its buffers
     if str(write.source.name) in params:
-        return None
+        return None  # the block writes the kernel's output: a transposed accumulator would change its signature
     nd = len(write.region)
     last = nd - 1
+    def weight_axis(i) -> bool:
+        return any(free and any(var_of[i] in _vars_in(r.min) for r in region.region) for region, free in reads)
+
     # the row the spatial plan would vectorise: the iterator of the write's innermost dimension
     row = [i for i in spatial if write_dim_of.get(var_of[i]) == last and extents[i] > 1]
-    if row and extents[row[0]] % L == 0:
-        return None  # whole vectors along the row: the spatial plan does well
+    if row and extents[row[0]] % L == 0 and read_penalty(row[0]) == 1.0:
+        return None  # whole vectors along the row, read contiguously: the spatial plan does well
     for c in spatial:
         d_c = write_dim_of.get(var_of[c])
         if d_c is None or d_c == last or extents[c] % L:
             continue
-        if not any(free and any(var_of[c] in _vars_in(r.min) for r in region.region) for region, free in reads):
-            continue  # not a weight axis
+        if not weight_axis(c):
+            continue
         pixels = [i for i in spatial if i != c and extents[i] > 1 and write_dim_of.get(var_of[i]) is not None]
         # the inner reduction tile R1: the innermost window axis (rx) whole, the rest of the window and the
         # channels in R0; without a window two channels. S2 is outside R1, so R1's weights (one vector per
@@ -379,6 +433,14 @@ def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_o
         elif chans > 1:
             inner_r[chan_axis] = chans
         outer0, got = _outer_tiles(spatial, extents, vec, reg, machine)
+        k_block = None
+        if not windows and chan_axis is not None:
+            blocked = _k_block_tiles(spatial, extents, vec, reg, outer0, pixels, c,
+                                     extents[chan_axis] // inner_r[chan_axis], inner_r[chan_axis])
+            if blocked is not None:
+                outer0, inner = blocked
+                got = math.prod(outer0.values())
+                k_block = (str(block.name_hint), len(spatial), reduction.index(chan_axis), inner)
         tiles = []
         for i in range(len(iters)):
             if kinds[i] == "S":
@@ -388,8 +450,9 @@ def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_o
                 r1 = inner_r.get(i, 1)
                 tiles.append([extents[i] // r1, r1])
         note = (f"chan-vec={ {var_of[c]: v} } reg={ {var_of[i]: f for i, f in reg.items()} } "
-                f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
-        return TilePlan(tiles=tiles, unroll=256, note=note,
+                f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}"
+                + (f" k-chunk={k_block[3] * inner_r[chan_axis]}" if k_block else ""))
+        return TilePlan(tiles=tiles, unroll=256, note=note, k_block=k_block,
                         transpose=(str(block.name_hint), nd, d_c, len(spatial), spatial.index(c)))
     return None
 
@@ -451,6 +514,18 @@ def _space_rank(space) -> tuple:
     return (tiled, not rfactor, fused)
 
 
+def _block_reduction(sch, name: str, n_spatial: int, r_position: int, inner: int) -> None:
+    """Cut the channel reduction's R0 loop into (outer, `inner`) and move the outer loop above the block's S1
+    loops; the fused epilogue moves out to the S0 loop, to run once the last chunk is summed."""
+    block_rv = sch.get_sblock(name)
+    loops = list(sch.get_loops(block_rv))
+    s0_last, s1 = loops[n_spatial - 1], loops[n_spatial:2 * n_spatial]
+    for consumer in sch.get_consumers(block_rv):
+        sch.reverse_compute_at(consumer, s0_last, preserve_unit_loops=True)
+    outer, _ = sch.split(loops[2 * n_spatial + r_position], [None, inner])
+    sch.reorder(outer, *s1)
+
+
 @dataclass
 class KernelResult:
     name: str
@@ -503,22 +578,29 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     # among equal ranks keep MetaSchedule's order, the first fused space being the deepest
     ranked = sorted(order, key=lambda k: (tuple(-int(x) for x in _space_rank(spaces[k])), k))
     errors = []
-    # first with the chosen compute locations; if no space survives, with the generator's own (rand_state=1)
-    attempts = [(k, options) for k in ranked] + [(k, dataclasses.replace(options, compute_location=None)) for k in ranked]
-    for k, opts in attempts:
-        sch = tvm.s_tir.Schedule(mod, debug_mask="all", enable_check=True)
+    # first with the chosen compute locations, the schedule checked after every primitive; then without the
+    # stage-pipeline checks (a layer norm's producers kept at root fail them, as MetaSchedule's own search,
+    # which runs unchecked, never sees; the build and its numerics tests still judge the result); last with
+    # the generator's own compute locations (rand_state=1), which can recompute a producer per element
+    attempts = ([(k, options, "all") for k in ranked] + [(k, options, 0) for k in ranked]
+                + [(k, dataclasses.replace(options, compute_location=None), "all") for k in ranked])
+    for k, opts, checks in attempts:
+        sch = tvm.s_tir.Schedule(mod, debug_mask=checks, enable_check=True)
         decider = _Decider(sch, machine, opts)
         try:
             spaces[k].trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decider)
             for plan in decider.plans:
                 if plan.transpose is not None:
-                    name, nd, d, n_spatial, c = plan.transpose
+                    block_name, nd, d, n_spatial, c = plan.transpose
                     order = [j for j in range(nd) if j != d] + [d]
-                    block_rv = sch.get_sblock(name)
+                    block_rv = sch.get_sblock(block_name)
                     sch.transform_layout(block_rv, ("write", 0),
                                          tirx.IndexMap.from_func(lambda *idx: [idx[j] for j in order], ndim=nd))
                     inner = list(sch.get_loops(block_rv))[-n_spatial:]  # the vector tile S3, one loop per axis
                     sch.reorder(*([l for k, l in enumerate(inner) if k != c] + [inner[c]]))
+            for plan in decider.plans:
+                if plan.k_block is not None:
+                    _block_reduction(sch, *plan.k_block)
             sch.enter_postproc()
             if not all(p.apply(sch) for p in postprocs):
                 errors.append(f"space {k}: a postprocessor refused")

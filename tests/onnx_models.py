@@ -123,22 +123,26 @@ class ConvNeXtMini(nn.Module):
 class KernelClasses(nn.Module):
     """One of each kernel class the default schedules cover that the other models lack: a grouped 3x3, a strided
     depthwise 5x5, max-pool, nearest upsampling, a sigmoid gate with a residual (AttendNeXt's condenser shape),
-    a batched matmul and a softmax."""
+    a batched matmul, a softmax, and on a 7x7 map a 1x1 convolution over 512 input channels (vectorised along
+    its output channels, its channel reduction cut into chunks that fit L1)."""
 
     def __init__(self):
         super().__init__()
         self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
         self.depthwise = nn.Conv2d(16, 16, 5, stride=2, padding=2, groups=16)
         self.pointwise = nn.Conv2d(16, 16, 1)
-        self.head = nn.Linear(16, 10)
+        self.wide = nn.Conv2d(16, 512, 1)
+        self.narrow = nn.Conv2d(512, 32, 1)
+        self.head = nn.Linear(48, 10)
 
     def forward(self, x):
         low = self.pointwise(torch.relu(self.grouped(nn.functional.max_pool2d(x, 2))))
         x = x * torch.sigmoid(nn.functional.interpolate(low, scale_factor=2.0, mode="nearest")) + x
+        deep = torch.relu(self.narrow(torch.relu(self.wide(nn.functional.avg_pool2d(x, 4, stride=2)))))
         x = self.depthwise(x)                                   # (1, 16, 8, 8)
         tokens = x.flatten(2).transpose(1, 2)                   # (1, 64, 16)
         attention = torch.softmax(tokens @ tokens.transpose(1, 2) / 4.0, dim=-1)
-        return self.head((attention @ tokens).mean(dim=1))
+        return self.head(torch.cat([(attention @ tokens).mean(dim=1), deep.mean(dim=(2, 3))], dim=1))
 
 
 MODELS = {

@@ -1,4 +1,5 @@
-"""Seed a tuning run from another database: its best schedules, measured here before the search starts.
+"""Seed a tuning run: the default schedules and/or another database's best schedules, measured here before
+the search starts.
 
 A database tuned for another board of the same ISA family (rpi4 -> rpi5), another CPU, or another model
 sharing kernels holds schedules that are good starting points, but their timings belong to the device
@@ -7,6 +8,10 @@ are replayed on this task, built and measured on this run's device, and only tho
 committed. MetaSchedule's evolutionary search then starts from them (it draws its initial population
 from the database's best records) and the cost model is trained on them before the first batch.
 Workloads with no match in the seed start from nothing, as they would without a seed.
+
+The default schedules (schedules/defaults.py) are a seed too: one deterministic schedule per task, made
+from the target's machine model with no measurement. On a board no database was ever measured on, they
+are the best start there is (the instruction-count proxy puts them at ONNX Runtime's level on the A72).
 """
 from __future__ import annotations
 
@@ -55,6 +60,21 @@ def open_seed(path: str):
     return memory
 
 
+DEFAULT_SCHEDULES = "default schedules"
+
+
+def default_schedule_seed(mod, target, tasks: set):
+    """The default schedules of the tunable module's tasks named in `tasks`, as a seed database (their records
+    carry no timing worth keeping: seeds rank by it, and only this device's measurements are committed)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedules import defaults
+
+    every = {task.task_name for task in ms.relax_integration.extract_tasks(mod, target)}
+    database, _ = defaults.default_database(mod, target, skip=every - set(tasks))
+    return database
+
+
 def best_records(database, mod, top_k: int) -> list:
     """The database's best `top_k` records for the workload `mod`; [] when it has none (one lookup for the
     seed's schedules and for whether a resumed run's task is already measured)."""
@@ -80,10 +100,14 @@ def replayed(database, context, top_k: int):
     return pairs, failed
 
 
-def seed_candidates(seed, context, top_k: int):
-    """The seed's best `top_k` schedules for this task's workload, replayed on its module; [] if none match."""
-    pairs, failed = replayed(seed, context, top_k)
-    return [candidate for candidate, _ in pairs], failed
+def seed_candidates(seeds, context, top_k: int):
+    """Each seed's best `top_k` schedules for this task's workload, replayed on its module; [] if none match."""
+    candidates, failed = [], 0
+    for seed in seeds:
+        pairs, not_replayed = replayed(seed, context, top_k)
+        candidates += [candidate for candidate, _ in pairs]
+        failed += not_replayed
+    return candidates, failed
 
 
 def train_on_own_records(database, contexts, cost_model, top_k: int = 64) -> int:
@@ -118,16 +142,17 @@ def measure(candidates, target, builder, runner):
     return results
 
 
-def replay(seed, source: str, contexts, target, builder, runner, database, cost_model, top_k: int,
-           total_tasks: int) -> SeedSummary:
-    """Measure the seed's schedules for every task of `contexts` (the model's `total_tasks` tasks but those a
-    resumed run already measured) on this device; commit what ran, train the cost model."""
+def replay(seeds, source: str, contexts, target, builder, runner, database, cost_model, top_k: int,
+           total_tasks: int, after_failures=None) -> SeedSummary:
+    """Measure the seeds' schedules for every task of `contexts` (the model's `total_tasks` tasks but those a
+    resumed run already measured) on this device; commit what ran, train the cost model. `after_failures()`
+    runs when a task's seeds failed (the tuner's check that a server is left: it raises if none is)."""
     from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
 
     summary = SeedSummary(source=source, tasks=total_tasks, tasks_seeded=0, measured=0, failed=0)
     for context in tqdm(contexts, desc="seeding", unit="task", dynamic_ncols=True, file=sys.stderr):
-        candidates, failed = seed_candidates(seed, context, top_k)
+        candidates, failed = seed_candidates(seeds, context, top_k)
         summary.failed += failed
         if not candidates:
             continue
@@ -146,4 +171,6 @@ def replay(seed, source: str, contexts, target, builder, runner, database, cost_
         summary.measured += good
         summary.tasks_seeded += good > 0
         cost_model.update(context, candidates, results)
+        if good < len(candidates) and after_failures is not None:
+            after_failures()
     return summary

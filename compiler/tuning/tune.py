@@ -35,7 +35,8 @@ from compiler.tuning.checkpoint import Checkpointer
 from compiler.tuning.database import check_resume, cpu_of
 from compiler.tuning.measure_inputs import alloc_local, alloc_rpc
 from compiler.tuning.policy import BudgetPolicy, PolicyState, earlier_stops, make_policy_callback, tune_contexts
-from compiler.tuning.seed import best_records, open_seed, replay, train_on_own_records
+from compiler.tuning.seed import DEFAULT_SCHEDULES, best_records, default_schedule_seed, open_seed, replay, \
+    train_on_own_records
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TuneOptions:
     allow_other_cpu: bool = False  # add records to a database measured for another CPU (mixes two CPUs)
     seed_database: Optional[str] = None  # start from another database's best schedules, measured here first
     seed_top_k: int = 2  # seed schedules replayed per matching workload
+    seed_defaults: bool = True  # start from the default schedules too, each measured here first (seed.py)
     # Candidates the evolutionary search keeps per iteration (None: from the batch size, default_population).
     search_population: Optional[int] = None
     # Stops flat and schedule-less tasks on top of MetaSchedule's gradient scheduler (compiler/tuning/policy.py);
@@ -256,10 +258,16 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
             if spent:
                 learned = train_on_own_records(db, contexts, cost_model)
                 say(f"tuning: cost model trained on {learned} records already in the database")
-            if seed is not None:
-                unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
-                summary.seed = replay(seed, options.seed_database, unseeded, target, builder, runner, db, cost_model,
-                                      options.seed_top_k, total_tasks=len(contexts))
+            unseeded = [c for c in contexts if not best_records(db, c.mod, 1)]  # a resumed run is not reseeded
+            # the default schedules seed as many tasks as the budget pays for (one trial each), in task order
+            defaulted = {c.task_name for c in unseeded[:max(0, options.trials - spent)]}
+            seeds = ([(DEFAULT_SCHEDULES, default_schedule_seed(mod, target, defaulted))]
+                     if options.seed_defaults and defaulted else []) + \
+                    ([(options.seed_database, seed)] if seed is not None else [])
+            if seeds:
+                summary.seed = replay([s for _, s in seeds], " and ".join(name for name, _ in seeds), unseeded, target,
+                                      builder, runner, db, cost_model, options.seed_top_k, total_tasks=len(contexts),
+                                      after_failures=lambda: _servers_left(check, preset, database))
                 database.record_seed(summary.seed.as_dict())
                 spent = database.record_count()
                 if options.trials - spent <= 0:
@@ -364,8 +372,7 @@ def _search(ms, contexts, weights, database, db, builder, runner, cost_model, op
             raise KeyboardInterrupt from None
         if not progress.no_servers_left:
             raise
-        raise DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} "
-                          "records are saved: start servers and run the same command again to resume") from None
+        raise _no_servers_left(preset, database) from None
     finally:
         progress.bar.close()
         if policy_state is not None:
@@ -377,6 +384,17 @@ def _search(ms, contexts, weights, database, db, builder, runner, cost_model, op
     summary.failures = dict(progress.failures)
     summary.steady_trials_per_minute = _steady_rate(progress.bar.n - spent, getattr(builder, "first_build_at", None))
     summary.estimated_ms = progress.estimate_ms
+
+
+def _no_servers_left(preset, database) -> DeviceError:
+    return DeviceError(f"no '{preset.rpc_key}' server is left on the tracker; {database.record_count()} records "
+                       "are saved: start servers and run the same command again to resume")
+
+
+def _servers_left(check, preset, database) -> None:
+    """Raise the no-server error if the tracker has no server for the key left (None: measured locally)."""
+    if check is not None and not check():
+        raise _no_servers_left(preset, database)
 
 
 def _warn_if_threads_differ(database, threads: int) -> None:

@@ -27,8 +27,9 @@ def build(tmp_path, name, target, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CLASSES)
 def test_every_kernel_class_matches_onnxruntime_on_the_host(tmp_path, name):
-    """Convolutions (dense, 1x1, grouped, depthwise, strided), matmuls, softmax, layer norms, pooling, resize and
-    element-wise kernels, each with its default schedule, against ONNX Runtime (relative error <= 1e-4)."""
+    """Convolutions (dense, 1x1 with and without a chunked channel reduction, grouped, depthwise, strided),
+    matmuls, softmax, layer norms, pooling, resize and element-wise kernels, each with its default schedule,
+    against ONNX Runtime (relative error <= 1e-4)."""
     result, sidecar, _ = build(tmp_path, name, "host", "--verify")
     tuning = sidecar["tuning"]
     assert tuning["kernels_tuned"] == 0 and tuning["kernels_default"] == tuning["kernels_total"] > 0
@@ -47,6 +48,36 @@ def vector_and_scalar_fmas(library) -> tuple:
 def parallel_launches(library) -> bool:
     text = subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True, check=True).stdout
     return "TVMBackendParallelLaunch" in text
+
+
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_a_deep_pointwise_convolution_is_blocked_for_l1(tmp_path, target):
+    """The 1x1 convolution over 512 channels on a 7x7 map gets channel vectors and a chunked channel reduction;
+    the other kernels' plans are left alone (numerics: the host test above, and the emulated Pi's verify)."""
+    from compiler import targets
+    from compiler.driver import CompileOptions, prepare_onnx
+    from compiler.passes import pipeline
+    from schedules import defaults
+
+    onnx = onnx_models.export("kernel_classes", tmp_path / "kernel_classes.onnx")
+    target = targets.load(target).tvm_target()
+    model = prepare_onnx(CompileOptions(target="host", model=str(onnx)))
+    _, results = defaults.default_database(pipeline.tunable_module(pipeline.import_onnx(model), target), target)
+    notes = {result.name: result.note for result in results if result.ok}
+    assert len(notes) == len(results)  # every kernel scheduled
+    blocked = [name for name, note in notes.items() if "k-chunk=" in note]
+    assert len(blocked) == 1 and "chan-vec" in notes[blocked[0]], notes
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_every_kernel_class_matches_onnxruntime_on_the_emulated_pi(tmp_path):
+    """The aarch64 plans (channel vectors with a transposed accumulator, the chunked channel reduction, register
+    tiles sized for NEON) against ONNX Runtime's aarch64 build on the emulated Pi."""
+    result, sidecar, _ = build(tmp_path, "kernel_classes", "rpi4", "--verify")
+    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 1e-4, result.stdout
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""--seed-database: another database's best schedules start a run, and only this device's timings land."""
+"""Seeds: another database's best schedules (--seed-database) or the default schedules (--seed-defaults) start a
+run, and only this device's timings land."""
 import collections
 import json
 import subprocess
@@ -38,7 +39,7 @@ def test_a_seed_is_replayed_and_measured_here_never_copied(tiny_cnn_onnx, tmp_pa
     per_workload = collections.Counter(json.loads(line)[0] for line in records(seed))
     replayed = sum(min(2, n) for n in per_workload.values())  # top 2 of each workload
     # A budget of exactly the replay: it is spent by the seed alone, measured here.
-    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed, "--seed-database", str(seed)))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed, "--seed-database", str(seed), "--seed-defaults", "off"))
     assert result.returncode == 0, result.stderr[-2000:]
     tasks = len(per_workload)
     assert f"seeded {tasks} of " in result.stderr, result.stderr[-2000:]
@@ -52,9 +53,35 @@ def test_a_seed_is_replayed_and_measured_here_never_copied(tiny_cnn_onnx, tmp_pa
     run_entry = json.loads((seeded / "provenance.json").read_text())["runs"][-1]
     assert run_entry["seed"]["tasks_seeded"] == tasks and run_entry["seed"]["measured"] == replayed
     # A resumed run with more budget does not replay the seed again: it searches.
-    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed + 4, "--seed-database", str(seed)))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed + 4, "--seed-database", str(seed),
+                          "--seed-defaults", "off"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "seeded 0 of " in result.stderr and len(records(seeded)) >= replayed + 4
+
+
+@pytest.mark.slow
+def test_a_run_starts_from_the_default_schedules_measured_here(tiny_cnn_onnx, tmp_path):
+    """One trial per task: the budget is spent on the default schedules, each measured on this machine; with
+    --seed-defaults off the same budget goes to MetaSchedule's random samples."""
+    tasks = 6  # tiny_cnn's tuning tasks
+    seeded = tmp_path / "seeded"
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, tasks))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"seeded {tasks} of {tasks} tasks from default schedules: {tasks} schedules measured" in result.stderr, \
+        result.stderr[-2000:]
+    new = [json.loads(line) for line in records(seeded)]
+    assert len(new) == tasks and len({workload for workload, _ in new}) == tasks  # one schedule per task
+    assert all(0 < s < 1.0 for _, (_, run_secs, *_) in new for s in run_secs)  # timed here
+    run_entry = json.loads((seeded / "provenance.json").read_text())["runs"][-1]
+    assert run_entry["seed"]["source"] == "default schedules" and run_entry["seed"]["measured"] == tasks
+    # A budget smaller than the tasks seeds only as many tasks as it pays for.
+    capped = tmp_path / "capped"
+    result = run(tune_cmd(tiny_cnn_onnx, "host", capped, 2))
+    assert f"seeded 2 of {tasks} tasks from default schedules" in result.stderr and len(records(capped)) == 2
+    unseeded = tmp_path / "unseeded"
+    result = run(tune_cmd(tiny_cnn_onnx, "host", unseeded, 4, "--seed-defaults", "off"))
+    assert result.returncode == 0 and "seeded" not in result.stderr, result.stderr[-2000:]
+    assert "seed" not in json.loads((unseeded / "provenance.json").read_text())["runs"][-1]
 
 
 def test_a_missing_seed_database_is_a_one_line_user_error(tiny_cnn_onnx, tmp_path):
