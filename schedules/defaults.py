@@ -613,16 +613,16 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     return None, KernelResult(name, False, -1, " | ".join(errors), time.perf_counter() - started)
 
 
-def default_database(mod, target, options: Optional[Options] = None, skip=(), log=None):
+def default_database(mod, target, options: Optional[Options] = None, skip=(), only=None, log=None):
     """(MemoryDatabase with one record per task of the tunable module `mod`, [KernelResult]); tasks named in
-    `skip` (kernels that already carry a schedule) are left out."""
+    `skip` (kernels that already carry a schedule), or not named in `only` when it is given, are left out."""
     target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
     options = options or Options()
     machine = machine_of(target)
     database = ms.database.MemoryDatabase()
     results = []
     for task in ms.relax_integration.extract_tasks(mod, target):
-        if task.task_name in skip:
+        if task.task_name in skip or (only is not None and task.task_name not in only):
             continue
         task_mod = task.dispatched[0]
         sch, result = schedule_task(task_mod, target, machine, options, task.task_name)

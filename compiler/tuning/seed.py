@@ -66,12 +66,9 @@ DEFAULT_SCHEDULES = "default schedules"
 def default_schedule_seed(mod, target, tasks: set):
     """The default schedules of the tunable module's tasks named in `tasks`, as a seed database (their records
     carry no timing worth keeping: seeds rank by it, and only this device's measurements are committed)."""
-    from tvm.s_tir import meta_schedule as ms
-
     from schedules import defaults
 
-    every = {task.task_name for task in ms.relax_integration.extract_tasks(mod, target)}
-    database, _ = defaults.default_database(mod, target, skip=every - set(tasks))
+    database, _ = defaults.default_database(mod, target, only=set(tasks))
     return database
 
 
