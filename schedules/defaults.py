@@ -332,6 +332,11 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
             r1 = inner_r.get(i, 1)
             tiles.append([extents[i] // r1, r1])
     unroll = machine.max_unroll if body * math.prod(inner_r.values()) <= machine.max_unroll else 64
+    if arm_inputs:
+        # unroll S2 x R1 and no more: unrolling R0 too (its iterations fit 256 when the tile is small) lets
+        # LLVM hoist every chunk's loads at once, and the registers spill
+        iterations = math.prod(reg.values()) * math.prod(inner_r.values())
+        unroll = iterations if iterations <= machine.max_unroll else 32
     note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
             f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}")
     return TilePlan(tiles=tiles, unroll=unroll, note=note)
@@ -494,10 +499,14 @@ class _Decider:
             return decision
         if kind == "SampleCategorical":
             candidates = [int(c) for c in attrs[0]]
-            want = self.unroll if self.unroll is not None else self.options.unroll_elementwise
-            want = min(want, self.options.max_unroll)
-            best = min(range(len(candidates)), key=lambda k: (abs(candidates[k] - want), -candidates[k]))
-            return int(best)
+            if self.unroll is None:  # no tiled block: the step closest to the elementwise choice
+                want = min(self.options.unroll_elementwise, self.options.max_unroll)
+                return int(min(range(len(candidates)), key=lambda k: (abs(candidates[k] - want), -candidates[k])))
+            # a tiled block: the smallest step that unrolls the plan's iterations (the largest when none does)
+            want = min(self.unroll, self.options.max_unroll)
+            fits = [k for k in range(len(candidates)) if candidates[k] >= want]
+            return int(min(fits, key=lambda k: candidates[k]) if fits
+                       else max(range(len(candidates)), key=lambda k: candidates[k]))
         if kind == "SampleComputeLocation":
             return decision if self.options.compute_location is None else int(self.options.compute_location)
         return decision
