@@ -17,6 +17,7 @@ EXAMPLES = [
     "python compile.py --target rpi4 --verify                 # ... and check it on the (emulated) Pi",
     "python compile.py --model net.onnx --target rpi5 --input-shape input=1,3,224,224",
     "python compile.py --target my-board.json                 # your own preset file",
+    "python compile.py --target rpi4 --quantize int8 --calibration images/  # int8, calibrated on your images",
     "python -m compiler tune --target rpi4 --tracker 10.0.0.5:9190 --trials 2000",
     "python compile.py --list-targets; python compile.py --list-models",
 ]
@@ -78,7 +79,16 @@ def add_arguments(parser) -> None:
                         help="seconds one candidate may take on a device (upload, load, measure)")
     parser.add_argument("--verify", action="store_true", help="run on the device and compare with ONNX Runtime")
     parser.add_argument("--tracker", metavar="HOST:PORT", help="RPC tracker of real devices (default: emulated Pi)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="relative error allowed by --verify")
+    parser.add_argument("--tolerance", type=float,
+                        help="relative error allowed by --verify (default: 1e-4; 2e-2 for a quantized model, one "
+                             "step of its int8 output)")
+    parser.add_argument("--quantize", choices=["int8"],
+                        help="quantize the float model first with ONNX Runtime's quantizer (QDQ, per-channel int8 "
+                             "weights; uint8 activations on x86, int8 on Arm); builds <model>-int8 with integer "
+                             "kernels and ships the QDQ model beside the library")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="with --quantize: a folder of .npy input arrays or images (resized, ImageNet-normalised) "
+                             "to calibrate on (default: 16 seeded random inputs)")
     parser.add_argument("--dump-ir", metavar="DIR", help="write the IR after each phase into DIR")
 
 
@@ -90,7 +100,7 @@ def run(args) -> int:
     if args.list_models:
         print(zoo.describe_all())
         return 0
-    if args.tolerance < 0:
+    if args.tolerance is not None and args.tolerance < 0:
         raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
 
     options = CompileOptions(
@@ -106,7 +116,7 @@ def run(args) -> int:
                          checkpoint_every=args.checkpoint_every, wait_for_database=args.wait_for_database,
                          budget_policy=BudgetPolicy() if args.budget_policy == "on" else None)
         if args.tune else None, tracker=args.tracker,
-        tolerance=args.tolerance, dump_ir=args.dump_ir)
+        tolerance=args.tolerance, dump_ir=args.dump_ir, quantize=args.quantize, calibration=args.calibration)
     if args.explain:
         print(explain(options))
         return 0

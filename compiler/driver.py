@@ -15,7 +15,7 @@ from compiler.artifact.runtime import read_sidecar
 from compiler.device import verify
 from compiler.device.farm import check_key, parse_tracker
 from compiler.errors import UserError
-from compiler.frontend import onnx_model
+from compiler.frontend import onnx_model, quantize
 from compiler.output import say
 from compiler.passes import explain as explain_module, pipeline
 from compiler.tuning import database as tuning_db, lock, tune as tuning
@@ -38,12 +38,19 @@ class CompileOptions:
     tune: Optional[tuning.TuneOptions] = None  # tune before building
     verify: bool = False
     tracker: Optional[str] = None
-    tolerance: float = 1e-4
+    tolerance: Optional[float] = None  # relative error --verify allows; None: FLOAT_TOLERANCE, or
+    # QUANTIZED_TOLERANCE (of the largest output value) for a quantized model
+    quantize: Optional[str] = None  # "int8": quantize the float model first (compiler/frontend/quantize.py)
+    calibration: Optional[str] = None  # with quantize: a folder of .npy arrays or images; None: seeded random
     dump_ir: Optional[str] = None
     vector_exp: bool = True  # False: exp/sigmoid through libm, one call per lane (bench/fast_math.py)
     # Kernels no database record covers get the target's default schedule (schedules/defaults.py); False
     # leaves them as TVM's bare loop nests (one thread), for comparison.
     default_schedules: bool = True
+
+
+FLOAT_TOLERANCE = 1e-4
+QUANTIZED_TOLERANCE = 2e-2  # one step of an int8 output's scale, where rounding ties may fall either way
 
 
 @dataclass
@@ -77,6 +84,28 @@ def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
     return onnx_model.load(path, options.input_shapes)
 
 
+def prepare_model(options: CompileOptions, preset) -> Tuple[onnx_model.OnnxModel, Optional[quantize.Agreement]]:
+    """The model to build: prepare_onnx's, or with `--quantize int8` its QDQ model (build/int8-<type>/
+    <name>-int8.onnx, so that its artifact and databases are named <name>-int8) and its agreement."""
+    model = prepare_onnx(options)
+    if options.quantize is None:
+        if options.calibration:
+            raise UserError("--calibration calibrates --quantize int8: add --quantize int8 or drop --calibration")
+        return model, None
+    if options.quantize not in quantize.SCHEMES:
+        raise UserError(f"--quantize {options.quantize} is not a scheme this compiler has: use {', '.join(quantize.SCHEMES)}")
+    if onnx_model.is_quantized(model.proto):
+        raise UserError(f"{model.path.name} is already quantized (it has QuantizeLinear / DequantizeLinear): "
+                        "drop --quantize to build it as it is")
+    activation = quantize.activation_type(preset)
+    path = paths.quantized_onnx(model.name, activation)
+    say(f"      quantizing {model.name} to int8 ({activation} activations, per-channel int8 weights) with "
+        f"ONNX Runtime's quantizer")
+    agreement = quantize.quantize(model, path, activation, options.calibration)
+    say(f"      {agreement.describe()}")
+    return onnx_model.load(path, {spec.name: spec.shape for spec in model.inputs}), agreement
+
+
 def _is_onnx_path(model: str) -> bool:
     """An existing file or folder, or anything spelled like a path (a separator or a suffix), not a model name."""
     path = Path(model)
@@ -104,6 +133,7 @@ class BuildPlan:
     outputs: list
     link: object
     started: float
+    agreement: Optional[quantize.Agreement] = None  # a model quantized by --quantize: its agreement with float
 
     def build(self, database, records, out_dir: Path, quiet: bool = False) -> Path:
         """Apply `records` (MetaSchedule database of the TuningDatabase `database`; both None: untuned),
@@ -153,8 +183,11 @@ class BuildPlan:
                                        kernels_total=len(self.kernels), kernels_tuned=len(tuned),
                                        kernels_default=len(defaulted)),
             build_seconds=round(time.time() - self.started, 2),
+            quantization=self.agreement.as_dict() if self.agreement else None,
         )
-        return artifact.write(out_dir, executable, self.link, fields)
+        # a model quantized here ships its QDQ model too, for ONNX Runtime runs of the same int8 model
+        extra = {self.model.path.name: self.model.path} if self.agreement else {}
+        return artifact.write(out_dir, executable, self.link, fields, extra)
 
 
 def compile_model(options: CompileOptions) -> CompileResult:
@@ -165,7 +198,9 @@ def compile_model(options: CompileOptions) -> CompileResult:
         host, port = parse_tracker(options.tracker)
         if options.verify and options.tune is None:
             check_key(host, port, preset.rpc_key)
-    model = prepare_onnx(options)
+    model, agreement = prepare_model(options, preset)
+    tolerance = options.tolerance if options.tolerance is not None else (
+        QUANTIZED_TOLERANCE if onnx_model.is_quantized(model.proto) else FLOAT_TOLERANCE)
     out_dir = Path(options.out or paths.artifact_dir(model.name, preset.name))
     artifact.check_output_dir(out_dir)
     target = preset.tvm_target()
@@ -182,7 +217,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
     kernels = pipeline.kernel_names(mod)
     outputs = pipeline.output_specs(mod, model.output_names, model.inputs)  # an unknown size fails here, early
     fingerprint = pipeline.fingerprint(options.fusion, options.layout)
-    plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started)
+    plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started, agreement)
     if options.tune is not None:
         tune_database = tuning_db.for_build(key, options.database)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
@@ -203,8 +238,8 @@ def compile_model(options: CompileOptions) -> CompileResult:
             f"'{preset.rpc_key}' from tracker {options.tracker}" if options.tracker else "the emulated Raspberry Pi")
         say(f"verifying on {device} against ONNX Runtime")
         result.comparisons = verify.verify(library, model, preset, options.tracker)
-        result.verified = all(c.passed(options.tolerance) for c in result.comparisons)
+        result.verified = all(c.passed(tolerance) for c in result.comparisons)
         for c in result.comparisons:
-            status = "ok" if c.passed(options.tolerance) else f"FAILED (tolerance {options.tolerance:g})"
+            status = "ok" if c.passed(tolerance) else f"FAILED (tolerance {tolerance:g})"
             print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
     return result

@@ -16,6 +16,11 @@ def exported_onnx(model_name: str) -> Path:
     return build_dir() / f"{model_name}.onnx"
 
 
+def quantized_onnx(model_name: str, activation_type: str) -> Path:
+    """Where `--quantize int8` writes a model's QDQ model (one per activation type: targets differ)."""
+    return build_dir() / f"int8-{activation_type}" / f"{model_name}-int8.onnx"
+
+
 def artifact_dir(model_name: str, target_name: str) -> Path:
     """dist/<model>-<target>/: the default home of a built library, its sidecar and the runtime wrapper."""
     return PROJECT_ROOT / "dist" / f"{model_name}-{target_name}"

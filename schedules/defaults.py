@@ -562,19 +562,35 @@ def _register_cpu_intrinsics() -> None:
         del sys.modules[name]
 
 
-def _context(mod, target, name):
+def _context(mod, target, name, intrinsics: bool = True):
     """A TuneContext without TuneContext.__init__'s `import tvm.s_tir.tensor_intrin`: that import registers every
-    tensor intrinsic of every backend (CUDA's included) and takes ~30 s on this host; float32 CPU spaces need none."""
+    tensor intrinsic of every backend (CUDA's included) and takes ~30 s on this host; float32 CPU spaces need none.
+    `intrinsics=False` leaves out the target's tensor-intrinsic tiling rules (VNNI, NEON dot products)."""
     from tvm.s_tir.meta_schedule import _ffi_api
     from tvm.s_tir.meta_schedule.logging import get_logger, get_logging_func
-    from tvm.s_tir.meta_schedule.space_generator import SpaceGenerator
+    from tvm.s_tir.meta_schedule.space_generator import PostOrderApply, SpaceGenerator
 
     _register_cpu_intrinsics()
-    ctx = ms.TuneContext.__new__(ms.TuneContext)
-    ctx.__init_handle_by_constructor__(_ffi_api.TuneContext, mod, target, SpaceGenerator.create("post-order-apply"),
-                                       None, name, 1, 1, get_logging_func(get_logger("default_schedules")))
-    _ffi_api.TuneContextInitialize(ctx)
-    return ctx
+
+    def make(generator):
+        ctx = ms.TuneContext.__new__(ms.TuneContext)
+        ctx.__init_handle_by_constructor__(_ffi_api.TuneContext, mod, target, generator, None, name, 1, 1,
+                                           get_logging_func(get_logger("default_schedules")))
+        _ffi_api.TuneContextInitialize(ctx)
+        return ctx
+
+    ctx = make(SpaceGenerator.create("post-order-apply"))
+    if intrinsics:
+        return ctx
+    generator = ctx.space_generator
+    rules = [rule for rule in generator.sch_rules if "WithIntrin" not in type(rule).__name__]
+    return make(PostOrderApply(sch_rules=rules, postprocs=list(generator.postprocs),
+                               mutator_probs=dict(generator.mutator_probs)))
+
+
+def _tensorized(space) -> bool:
+    return any(inst.kind.name == "Annotate" and str(inst.attrs[0]) == "meta_schedule.auto_tensorize"
+               for inst in space.trace.insts)
 
 
 def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):
@@ -582,6 +598,11 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     started = time.perf_counter()
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
+    if any(_tensorized(space) for space in spaces):
+        # the plans tile and vectorise plain blocks; a block blockized for a tensor intrinsic (an int8 product
+        # on a VNNI or dot-product CPU) takes the space without those rules
+        ctx = _context(mod, target, name, intrinsics=False)
+        spaces = list(ctx.generate_design_space())
     postprocs = list(ctx.space_generator.postprocs)
     order = sorted(range(len(spaces)), key=lambda k: _space_rank(spaces[k]), reverse=True)
     # among equal ranks keep MetaSchedule's order, the first fused space being the deepest

@@ -44,6 +44,7 @@ class Sidecar:
     tvm_version: str
     tuning: TuningInfo
     build_seconds: float
+    quantization: Optional[dict] = None  # --quantize: activation type, calibration, agreement with float
     created: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat())
     schema_version: int = SIDECAR_SCHEMA
 
@@ -83,8 +84,9 @@ def _is_sidecar(path: Path) -> bool:
         return False
 
 
-def write(out_dir, executable, linker, sidecar_fields: dict) -> Path:
-    """Export the library with `linker`, hash it, write the sidecar and runtime.py; all at once or nothing."""
+def write(out_dir, executable, linker, sidecar_fields: dict, extra_files: Optional[dict] = None) -> Path:
+    """Export the library with `linker`, hash it, write the sidecar and runtime.py (and `extra_files`,
+    name -> source path); all at once or nothing."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
     name = sidecar_fields["model"]
@@ -96,5 +98,7 @@ def write(out_dir, executable, linker, sidecar_fields: dict) -> Path:
         atomic.write_json(stage / f"{name}.json", asdict(sidecar))
         # The runtime wrapper ships beside the library, so the folder alone runs on a device.
         shutil.copy2(Path(__file__).with_name("runtime.py"), stage / "runtime.py")
+        for name_in_folder, source in (extra_files or {}).items():
+            shutil.copy2(source, stage / name_in_folder)
     return out_dir / f"{name}.so"
 

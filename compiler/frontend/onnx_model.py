@@ -55,6 +55,19 @@ def parse_input_shapes(specs: Optional[List[str]]) -> Dict[str, Tuple[int, ...]]
     return shapes
 
 
+# Quantized operators of ONNX's operator format: TVM 0.27 imports none of them; the QDQ format of the
+# same model (QuantizeLinear / DequantizeLinear around float operators) it does, and the compiler turns
+# its products into integer kernels (compiler/passes/integer_kernels.py).
+OPERATOR_FORMAT_QUANTIZED = ("QLinearConv", "QLinearMatMul", "ConvInteger", "QLinearAdd", "QLinearMul",
+                             "QLinearSigmoid", "QLinearLeakyRelu", "QLinearGlobalAveragePool", "QLinearConcat",
+                             "QLinearAveragePool", "QLinearSoftmax", "QGemm", "QAttention")
+
+
+def is_quantized(proto) -> bool:
+    """A QDQ model: it has QuantizeLinear or DequantizeLinear nodes."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in proto.graph.node)
+
+
 def unsupported_operators(proto) -> List[str]:
     """Operator types the TVM Relax importer has no converter for (sorted, each once)."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
@@ -109,6 +122,11 @@ def load(path, input_shapes: Optional[Dict[str, Tuple[int, ...]]] = None) -> Onn
     if not proto.graph.node:
         raise UserError(f"{path} is not an ONNX model (it has no graph nodes): pass a .onnx file")
     missing = unsupported_operators(proto)
+    quantized = sorted({op.split("::")[-1] for op in missing} & set(OPERATOR_FORMAT_QUANTIZED))
+    if quantized:
+        raise UserError(f"{path.name} is quantized in ONNX's operator format ({', '.join(quantized)}), which TVM "
+                        "cannot import: quantize it in the QDQ format (onnxruntime.quantization.quantize_static("
+                        "..., quant_format=QuantFormat.QDQ)), or pass the float model with --quantize int8")
     if missing:
         raise UserError(f"{path.name} uses ONNX operators TVM cannot import: {', '.join(missing)}; "
                         "replace them in the model before export")

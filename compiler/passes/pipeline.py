@@ -13,23 +13,34 @@ from typing import Optional
 import schedules
 from compiler.errors import UserError
 from compiler.frontend import shape_binding
-from compiler.passes import fast_math, fusion as fusion_table
+from compiler.passes import fast_math, fusion as fusion_table, integer_kernels
 
 
-def import_onnx(model):
+def import_onnx(model, integer: bool = True):
     """ONNX -> Relax with the validated static input shapes (bound into the graph first, so the shape
-    arithmetic of a dynamic axis folds away: compiler/frontend/shape_binding.py); weights become constants."""
+    arithmetic of a dynamic axis folds away: compiler/frontend/shape_binding.py); weights become constants.
+    A QDQ model's convolutions and matrix products become integer kernels (compiler/passes/integer_kernels.py)
+    unless `integer` is False (the importer's float products, for comparison)."""
     from tvm.relax.frontend.onnx import from_onnx
+
+    from compiler.frontend.onnx_model import is_quantized
+    from compiler.output import say
 
     shapes = {spec.name: list(spec.shape) for spec in model.inputs}
     dtypes = {spec.name: spec.dtype for spec in model.inputs}
     proto = shape_binding.bind(model.proto, {spec.name: spec.shape for spec in model.inputs})
     try:
-        return from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+        mod = from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
     except Exception as err:  # the importer raises bare TypeErrors/ValueErrors from deep inside
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         raise UserError(f"TVM's ONNX importer rejected {model.path.name}: {lines[-1] if lines else type(err).__name__}; "
                         "simplify the graph (static shapes, constant folding) before compiling") from None
+    if not integer or not is_quantized(model.proto):
+        return mod
+    mod, integer, left = integer_kernels.rewrite(mod)
+    say(f"      integer kernels: {integer} convolutions and matrix products on int8 values"
+        + (f"; {left} left float (both operands activations, or weights not symmetric int8)" if left else ""))
+    return mod
 
 
 LAYOUTS = ("plain", "prepack")

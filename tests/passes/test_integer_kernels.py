@@ -1,0 +1,74 @@
+"""QDQ -> integer kernels: a quantized model's products run on its int8 values and give ONNX Runtime's outputs."""
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+import onnx_models
+from compiler.driver import QUANTIZED_TOLERANCE
+from compiler.frontend import onnx_model, quantize
+from compiler.passes import integer_kernels, pipeline
+
+
+@pytest.fixture(scope="module", params=["uint8", "int8"])
+def kernel_classes_qdq(request, tmp_path_factory):
+    """The kernel-classes model (dense, depthwise and 1x1 convolutions, attention, a classifier) quantized by
+    ONNX Runtime's quantizer with `activation` activations, as a user would outside the product."""
+    folder = tmp_path_factory.mktemp(f"qdq-{request.param}")
+    model = onnx_model.load(onnx_models.export("kernel_classes", folder / "kernel_classes.onnx"))
+    path = folder / "kernel_classes-int8.onnx"
+    quantize.quantize(model, path, request.param)
+    return onnx_model.load(path), request.param
+
+
+def weighted_products(proto) -> int:
+    """Conv and Gemm nodes whose weight is a DequantizeLinear of an initializer (what must become integer)."""
+    initializers = {init.name for init in proto.graph.initializer}
+    dequantized_constants = {node.output[0] for node in proto.graph.node
+                             if node.op_type == "DequantizeLinear" and node.input[0] in initializers}
+    return sum(1 for node in proto.graph.node
+               if node.op_type in ("Conv", "Gemm") and node.input[1] in dequantized_constants)
+
+
+def test_every_weighted_product_becomes_an_int8_kernel(kernel_classes_qdq):
+    kernel_classes_qdq, activation = kernel_classes_qdq
+    mod, integer, left = integer_kernels.rewrite(pipeline.import_onnx(kernel_classes_qdq, integer=False))
+    assert integer == weighted_products(kernel_classes_qdq.proto) >= 6
+    assert left == 2  # the attention's two products multiply activations by activations: they stay float
+    script = mod.script(show_meta=False)
+    convolutions = re.findall(r'(\w+): R\.Tensor\([^)]*\), dtype="(\w+)"\) = R\.nn\.conv2d\((\w+), ', script)
+    assert convolutions and all(dtype == "int32" for _, dtype, _ in convolutions), convolutions
+    dtypes = dict(re.findall(r'(\w+): R\.Tensor\([^)]*\), dtype="(\w+)"\) =', script))
+    for _, _, data in convolutions:  # int8 x int8 -> int32: the data is the model's 8-bit activation
+        assert dtypes.get(data) == activation, (data, dtypes.get(data))
+    matmuls = re.findall(r'dtype="(\w+)"\) = R\.matmul\(', script)
+    assert matmuls.count("int32") == 1  # the classifier; the attention's two stay float32
+
+
+def test_a_float_model_is_left_as_it_was(tiny_cnn_onnx):
+    model = onnx_model.load(tiny_cnn_onnx)
+    mod = pipeline.import_onnx(model, integer=False)
+    rewritten, integer, left = integer_kernels.rewrite(mod)
+    assert (integer, left) == (0, 0) and rewritten.script() == mod.script()
+
+
+def test_int8_kernels_give_onnxruntimes_outputs_on_the_host(kernel_classes_qdq, tmp_path):
+    """Built with the default schedules; the outputs of ONNX Runtime's run of the same QDQ model within one
+    step of the output's int8 scale."""
+    import onnxruntime
+
+    from compiler.artifact.runtime import Model
+    from compiler.driver import CompileOptions, compile_model
+
+    kernel_classes_qdq, _ = kernel_classes_qdq
+
+    library = compile_model(CompileOptions(target="host", model=str(kernel_classes_qdq.path),
+                                           out=str(tmp_path / "out"))).library
+    spec = kernel_classes_qdq.inputs[0]
+    x = np.random.default_rng(3).standard_normal(spec.shape).astype("float32")
+    expected = onnxruntime.InferenceSession(str(kernel_classes_qdq.path),
+                                            providers=["CPUExecutionProvider"]).run(None, {spec.name: x})[0]
+    got = Model(str(library)).run(x)[0]
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    assert error <= QUANTIZED_TOLERANCE, error
