@@ -8,14 +8,15 @@ per-channel weights quantize_static writes) and computes it as
 
     acc[o] = sum(x_q * W_q)                      int8/uint8 x int8 -> int32 (padding filled with x's zero point)
     acc[o] += B_q[o] - z_x * sum(W_q[o])         int32: the bias when its scale is s_x * s_w, the zero-point term
-    y[o]   = float(acc[o]) * (s_x * s_w[o])      the requantizing epilogue, fused with what follows
+    q[o]   = clamp(round(acc[o] * m[o]) + z_y)   m = s_x * s_w[o] / s_y in float32, when a quantize follows
 
-The bias, the ReLU/Clip and the quantize after the product stay as the graph has them: fusion puts them
-in the same kernel, so the epilogue requantizes the int32 accumulator with a float multiplier, round
-half to even and the clamp of the output type, as ONNX Runtime's MLAS kernels do (a fixed-point
-multiplier and shift would round differently from the reference the outputs are checked against).
-Whatever is not such a product (sigmoid, softmax, the attention's float parts, residual adds) stays float
-between the model's own quantize / dequantize steps.
+An attention's activation x activation products become int32 sums with their zero-point terms as well.
+The requantization is ONNX Runtime's (MLAS: a float32 multiplier, round half to even, the output type's
+clamp; a ReLU or Clip between becomes a clamp of the quantized value), so that rounding ties fall as in
+the reference the outputs are checked against; a fixed-point multiplier and shift would round
+differently. Fusion puts it in the product's kernel. A product not followed by a quantize returns
+float(acc) * s_x * s_w to the float graph. Whatever is not such a product (sigmoid, softmax, layer norm,
+residual adds) stays float between the model's own quantize / dequantize steps.
 
 Runs on the imported module, before constant folding would turn the int8 weights into float32 constants.
 """
@@ -79,6 +80,8 @@ def _make_mutator():
     dequantize, conv2d = tvm.ir.Op.get("relax.dequantize"), tvm.ir.Op.get("relax.nn.conv2d")
     matmul, permute = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.permute_dims")
     add, reshape = tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.reshape")
+    quantize_op, relu, clip = (tvm.ir.Op.get("relax.quantize"), tvm.ir.Op.get("relax.nn.relu"),
+                               tvm.ir.Op.get("relax.clip"))
 
     @mutator
     class IntegerKernels(PyExprMutator):
@@ -113,11 +116,11 @@ def _make_mutator():
                 product = self.matmul(value)
             elif isinstance(value, relax.Call) and value.op == add:
                 product = self.bias(value)
+            elif isinstance(value, relax.Call) and value.op == quantize_op:
+                requantized = self.requantize(value)
+                value = value if requantized is None else requantized
             if product is not None:
-                value = relax.op.multiply(
-                    relax.op.astype(relax.op.add(product.accumulator, relax.const(product.offset)), "float32")
-                    if product.offset.any() else relax.op.astype(product.accumulator, "float32"),
-                    relax.const(product.scale))
+                value = relax.op.multiply(self.accumulated(product), relax.const(product.scale))
             if isinstance(binding.var, relax.DataflowVar):
                 new_var = self.builder_.emit(value, _name(binding.var))
             else:
@@ -125,6 +128,42 @@ def _make_mutator():
             self.set_var_remap(binding.var, new_var)
             if product is not None:
                 self.products[new_var] = product
+
+        @staticmethod
+        def accumulated(product):
+            """float32(accumulator + offset): the int32 sum the epilogue scales."""
+            total = (relax.op.add(product.accumulator, relax.const(product.offset)) if product.offset.any()
+                     else product.accumulator)
+            return relax.op.astype(total, "float32")
+
+        def requantize(self, call):
+            """quantize(product [, relu / clip]) -> one multiplier s_x * s_w / s_y on the int32 sum, computed in
+            float32 in that order, then round, zero point and clamp: ONNX Runtime's requantization, so
+            that rounding ties fall the same way. A ReLU or Clip between becomes a clamp of the quantized
+            value (quantize is monotonic)."""
+            source, clamp = call.args[0], None
+            inner = self.producer(source)
+            if inner is not None and inner.op == relu and inner.args[0] in self.products:
+                source, clamp = inner.args[0], (0.0, None)
+            elif inner is not None and inner.op == clip and inner.args[0] in self.products:
+                bounds = [_constant(a) for a in inner.args[1:]]
+                if any(b is None for b in bounds):
+                    return None
+                source, clamp = inner.args[0], tuple(float(b) for b in bounds)
+            product = self.products.get(source)
+            scale, zero_point = _constant(call.args[1]), _constant(call.args[2])
+            if product is None or scale is None or zero_point is None or scale.size != 1 or zero_point.size != 1:
+                return None
+            out_dtype = str(call.attrs.out_dtype)
+            multiplier = (product.scale / np.float32(scale)).astype("float32")
+            quantized = relax.op.quantize(relax.op.multiply(self.accumulated(product), relax.const(multiplier)),
+                                          relax.const(1.0, "float32"), relax.const(zero_point.reshape(()), out_dtype),
+                                          axis=-1, out_dtype=out_dtype)
+            for bound, limit in zip(clamp or (), (relax.op.maximum, relax.op.minimum)):
+                if bound is not None:
+                    level = np.clip(np.round(np.float32(bound) / np.float32(scale)) + int(zero_point), *_range(out_dtype))
+                    quantized = limit(quantized, relax.const(np.array(level, dtype=out_dtype)))
+            return quantized
 
         # -- the products ------------------------------------------------------------------------------
         def conv2d(self, call) -> Optional[IntegerProduct]:
@@ -145,7 +184,7 @@ def _make_mutator():
                 groups=int(attrs.groups), out_dtype="int32"), "acc")
             channels = w.shape[0]
             offset = -int(data.zero_point) * w.astype("int64").reshape(channels, -1).sum(axis=1)
-            scale = float(data.scale) * np.broadcast_to(weight.scale, (channels,))
+            scale = np.float32(data.scale) * np.broadcast_to(weight.scale, (channels,)).astype("float32")
             self.rewritten += 1
             return IntegerProduct(accumulator, offset.astype("int32").reshape(1, channels, 1, 1),
                                   scale.astype("float32").reshape(1, channels, 1, 1))
@@ -157,6 +196,8 @@ def _make_mutator():
                 inner = self.producer(call.args[1])
                 if inner is not None and inner.op == permute and [int(a) for a in inner.attrs.axes] == [1, 0]:
                     weight, transposed = self.quantized(inner.args[0]), True
+            if weight is not None and weight.constant is None:
+                return self.activation_product(data, weight, transposed)
             if weight is None or weight.constant is None or weight.constant.ndim != 2:
                 self.integer_operands(data, None, 0)  # counted as float when one operand was dequantized
                 return None
@@ -167,9 +208,38 @@ def _make_mutator():
             accumulator = self.builder_.emit(relax.op.matmul(data.source, relax.const(np.ascontiguousarray(w).astype("int8")),
                                                              out_dtype="int32"), "acc")
             offset = -int(data.zero_point) * w.astype("int64").sum(axis=0)
-            scale = float(data.scale) * np.broadcast_to(weight.scale, (w.shape[1],))
+            scale = np.float32(data.scale) * np.broadcast_to(weight.scale, (w.shape[1],)).astype("float32")
             self.rewritten += 1
             return IntegerProduct(accumulator, offset.astype("int32"), scale.astype("float32"))
+
+        def activation_product(self, a, b, transposed: bool) -> Optional[IntegerProduct]:
+            """An attention's activation x activation product, both 8-bit with per-tensor parameters:
+
+                sum((a - z_a)(b - z_b)) = a.b - z_b rowsum(a) - z_a colsum(b) + K z_a z_b   (int32, exact)
+
+            so its rounding is the integer product ONNX Runtime computes, not a float one."""
+            if a is None or any(p.size != 1 for p in (a.scale, a.zero_point, b.scale, b.zero_point)):
+                self.left_float += 1
+                return None
+            rhs = b.source
+            if transposed:
+                rank = len(b.source.ty.shape)
+                rhs = relax.op.permute_dims(rhs, [*range(rank - 2), rank - 1, rank - 2])
+            total = self.builder_.emit(relax.op.matmul(a.source, rhs, out_dtype="int32"), "acc")
+            za, zb = int(a.zero_point), int(b.zero_point)
+            depth = int(a.source.ty.shape[-1])
+            if zb:
+                total = relax.op.subtract(total, relax.op.multiply(
+                    relax.op.sum(relax.op.astype(a.source, "int32"), axis=[-1], keepdims=True), relax.const(zb, "int32")))
+            if za:
+                total = relax.op.subtract(total, relax.op.multiply(
+                    relax.op.sum(relax.op.astype(rhs, "int32"), axis=[-2], keepdims=True), relax.const(za, "int32")))
+            if za and zb:
+                total = relax.op.add(total, relax.const(depth * za * zb, "int32"))
+            accumulator = self.builder_.emit(total, "acc") if (za or zb) else total
+            self.rewritten += 1
+            return IntegerProduct(accumulator, np.zeros((), dtype="int32"),
+                                  np.array(np.float32(a.scale) * np.float32(b.scale), dtype="float32"))
 
         def integer_operands(self, data, weight, weight_axis: int) -> bool:
             """Both operands 8-bit with per-tensor activation and symmetric per-channel (or per-tensor)
@@ -205,6 +275,11 @@ def _make_mutator():
             return IntegerProduct(product.accumulator, offset.astype("int32"), product.scale)
 
     return IntegerKernels
+
+
+def _range(dtype: str):
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
 
 
 def _name(var) -> str:

@@ -34,8 +34,8 @@ def weighted_products(proto) -> int:
 def test_every_weighted_product_becomes_an_int8_kernel(kernel_classes_qdq):
     kernel_classes_qdq, activation = kernel_classes_qdq
     mod, integer, left = integer_kernels.rewrite(pipeline.import_onnx(kernel_classes_qdq, integer=False))
-    assert integer == weighted_products(kernel_classes_qdq.proto) >= 6
-    assert left == 2  # the attention's two products multiply activations by activations: they stay float
+    # every Conv and Gemm with int8 weights, and the attention's two activation x activation MatMuls
+    assert (integer, left) == (weighted_products(kernel_classes_qdq.proto) + 2, 0)
     script = mod.script(show_meta=False)
     convolutions = re.findall(r'(\w+): R\.Tensor\([^)]*\), dtype="(\w+)"\) = R\.nn\.conv2d\((\w+), ', script)
     assert convolutions and all(dtype == "int32" for _, dtype, _ in convolutions), convolutions
@@ -43,7 +43,7 @@ def test_every_weighted_product_becomes_an_int8_kernel(kernel_classes_qdq):
     for _, _, data in convolutions:  # int8 x int8 -> int32: the data is the model's 8-bit activation
         assert dtypes.get(data) == activation, (data, dtypes.get(data))
     matmuls = re.findall(r'dtype="(\w+)"\) = R\.matmul\(', script)
-    assert matmuls.count("int32") == 1  # the classifier; the attention's two stay float32
+    assert matmuls == ["int32"] * 3, matmuls  # the attention's two and the classifier
 
 
 def test_a_float_model_is_left_as_it_was(tiny_cnn_onnx):
