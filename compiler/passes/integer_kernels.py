@@ -156,14 +156,18 @@ def _make_mutator():
                 return None
             out_dtype = str(call.attrs.out_dtype)
             multiplier = (product.scale / np.float32(scale)).astype("float32")
-            quantized = relax.op.quantize(relax.op.multiply(self.accumulated(product), relax.const(multiplier)),
-                                          relax.const(1.0, "float32"), relax.const(zero_point.reshape(()), out_dtype),
-                                          axis=-1, out_dtype=out_dtype)
-            for bound, limit in zip(clamp or (), (relax.op.maximum, relax.op.minimum)):
+            # round(acc * m) + z_y, clamped to the output type (or the ReLU / Clip levels) and cast; written out
+            # rather than as relax.quantize with scale 1, whose lowering divides every element by that 1
+            low, high = _range(out_dtype)
+            for k, bound in enumerate(clamp or ()):
                 if bound is not None:
-                    level = np.clip(np.round(np.float32(bound) / np.float32(scale)) + int(zero_point), *_range(out_dtype))
-                    quantized = limit(quantized, relax.const(np.array(level, dtype=out_dtype)))
-            return quantized
+                    level = int(np.clip(np.round(np.float32(bound) / np.float32(scale)) + int(zero_point), low, high))
+                    low, high = (max(low, level), high) if k == 0 else (low, min(high, level))
+            shifted = relax.op.add(relax.op.round(relax.op.multiply(self.accumulated(product), relax.const(multiplier))),
+                                   relax.const(float(zero_point), "float32"))
+            clamped = relax.op.minimum(relax.op.maximum(shifted, relax.const(float(low), "float32")),
+                                       relax.const(float(high), "float32"))
+            return relax.op.astype(clamped, out_dtype)
 
         # -- the products ------------------------------------------------------------------------------
         def conv2d(self, call) -> Optional[IntegerProduct]:
