@@ -11,7 +11,7 @@ from pathlib import Path
 
 from compiler import targets
 from compiler.artifact.runtime import Model
-from compiler.bench import instructions, models as bench_models
+from compiler.bench import instructions, int8 as int8_bench, models as bench_models
 from compiler.bench.kernel_profile import profile
 from compiler.bench.measure import (
     NO_TORCH_ON_DEVICE,
@@ -43,6 +43,7 @@ EXAMPLES = [
     "python -m compiler bench --target rpi4 --models all --tracker 10.0.0.5:9190  # your boards",
     "python -m compiler bench --target rpi4 --count-instructions --models all --json bench/results/instructions-rpi4.json"
     "   # no board: instruction-count proxy in the emulated Pi",
+    "python -m compiler bench --target host --quantize int8 --models all --json bench/results/int8-host.json",
 ]
 
 
@@ -71,6 +72,9 @@ def add_arguments(parser) -> None:
                         help="with --count-instructions: also simulate the preset CPU's L1/L2 (slower)")
     parser.add_argument("--per-kernel", action="store_true",
                         help="with --count-instructions: also count every kernel of the TVM library")
+    parser.add_argument("--quantize", choices=["int8"],
+                        help="int8 against float: TVM and ONNX Runtime on each model's float file and on its QDQ model "
+                             "(compile.py --quantize int8), timed on the host, or counted with --count-instructions")
 
 
 def run(args) -> int:
@@ -82,6 +86,12 @@ def run(args) -> int:
         raise UserError("--tracker measures on a board: use it with an aarch64 preset, e.g. --target rpi4")
     if args.profile and not preset.is_host:
         raise UserError("--profile instruments the library in this process: use it with --target host")
+    if args.quantize and (args.tracker or args.profile or args.database or args.fusion != "stock" or args.layout):
+        raise UserError("--quantize int8 builds each model as compile.py does, float and int8: leave out --tracker, "
+                        "--profile, --database, --fusion and --layout")
+    if args.quantize and not args.count_instructions:
+        int8_bench.publish_report(int8_bench.run(preset, args), args.json)
+        return 0
     if args.count_instructions:
         if args.tracker or args.profile:
             raise UserError("--count-instructions counts in the emulated Pi: leave out --tracker and --profile")

@@ -16,6 +16,7 @@ from compiler.bench.measure import machine, publish
 from compiler.device import instruction_count
 from compiler.driver import CompileOptions, compile_model
 from compiler.errors import UserError
+from compiler.frontend import quantize as quantize_module
 from compiler.output import say
 
 PROXY = "instruction-count proxy under qemu emulation, one thread: it ranks code and is NOT a latency of any ARM board"
@@ -26,23 +27,36 @@ def _million(value) -> str:
     return "-" if value is None else f"{value / 1e6:,.1f} M"
 
 
-def count_model(preset, name: str, work: Path, cache_model: bool, per_kernel: bool, default_schedules=True) -> dict:
-    """Build `name` for `preset` and count it beside ONNX Runtime: {engine: per-inference counters, ...}."""
+def count_model(preset, name: str, work: Path, cache_model: bool, per_kernel: bool, default_schedules=True,
+                quantize=None) -> dict:
+    """Build `name` for `preset` and count it beside ONNX Runtime: {engine: per-inference counters, ...}.
+    With `quantize="int8"`, TVM and ONNX Runtime run the int8 model (the same QDQ file) and the float TVM
+    library is counted too ("TVM float")."""
     mcpu = str(preset.target.get("mcpu"))
     built = compile_model(CompileOptions(target=preset.name, model=name, default_schedules=default_schedules,
-                                         out=str(work / f"{name}-{preset.name}-{default_schedules}")))
+                                         quantize=quantize, out=str(work / f"{name}-{preset.name}-{default_schedules}")))
     plugin = "cache" if cache_model else "insn"
     row = {"tuning": built.sidecar["tuning"], "engines": {}}
-    for engine, model in (("TVM", built.library), ("ONNX Runtime", paths.exported_onnx(name))):
+    engines = [("TVM", "tvm", built.library), ("ONNX Runtime", "ort", paths.exported_onnx(name))]
+    if quantize:
+        row["quantization"] = built.sidecar["quantization"]
+        float_build = compile_model(CompileOptions(target=preset.name, model=name, default_schedules=default_schedules,
+                                                   out=str(work / f"{name}-{preset.name}-float")))
+        engines = [("TVM", "tvm", built.library),
+                   ("ONNX Runtime", "ort", paths.quantized_onnx(name, quantize_module.activation_type(preset))),
+                   ("TVM float", "tvm", float_build.library)]
+    for engine, runner, model in engines:
         say(f"counting {engine} on {name} in the emulated {mcpu} ({plugin} plugin)")
-        result = instruction_count.count("tvm" if engine == "TVM" else "ort", model, mcpu, plugin,
-                                         per_kernel=per_kernel and engine == "TVM")
+        result = instruction_count.count(runner, model, mcpu, plugin, per_kernel=per_kernel and engine == "TVM")
         row["engines"][engine] = {"per_inference": result["per_inference"], "seconds": result["seconds"],
                                   "version": result["guest"]["version"]}
         if "kernels" in result:
             row["kernels"] = result["kernels"]
     tvm, ort = row["engines"]["TVM"]["per_inference"], row["engines"]["ONNX Runtime"]["per_inference"]
     row["ratios"] = {key: tvm[key] / ort[key] for key, _ in COLUMNS if tvm.get(key) and ort.get(key)}
+    if quantize:
+        row["int8_vs_float"] = {key: tvm[key] / row["engines"]["TVM float"]["per_inference"][key]
+                                for key, _ in COLUMNS if tvm.get(key) and row["engines"]["TVM float"]["per_inference"].get(key)}
     return row
 
 
@@ -62,6 +76,16 @@ def render(report: dict) -> str:
                  for key, _ in COLUMNS if report["cache_model"] or key == "insns"]
         lines.append(f"| {name} | {tuning['kernels_tuned']} / {tuning.get('kernels_default', 0)} / "
                      f"{tuning['kernels_total']} | " + " | ".join(cells) + " |")
+    if report.get("quantize"):
+        lines += ["", f"{report['quantize']}: TVM and ONNX Runtime run the same QDQ model (ONNX Runtime's quantizer, "
+                  "per-channel int8 weights); TVM {0} / TVM float, same preset:".format(report["quantize"]), "",
+                  "| model | TVM float instructions | TVM int8 / float instructions | int8 vs float (SQNR, top-1) |",
+                  "| --- | ---: | ---: | --- |"]
+        for name, row in report["models"].items():
+            agreement = row["quantization"]
+            top1 = "-" if agreement["top1_agreement"] is None else f"{agreement['top1_agreement']:.0%}"
+            lines.append(f"| {name} | {_million(row['engines']['TVM float']['per_inference'].get('insns'))} | "
+                         f"{row['int8_vs_float'].get('insns', float('nan')):.2f}x | {agreement['sqnr_db']:.1f} dB, {top1} |")
     if report.get("geomean"):
         lines += ["", "Geometric mean of TVM / ONNX Runtime: " + ", ".join(
             f"{label} {report['geomean'][key]:.2f}x" for key, label in COLUMNS if key in report["geomean"]) + "."]
@@ -91,7 +115,8 @@ def run(preset, args) -> dict:
         zoo.lookup(name)
     work = Path(tempfile.mkdtemp(prefix="dcac-count-"))
     cache_model = args.cache_model == "on"
-    models = {name: count_model(preset, name, work, cache_model, args.per_kernel) for name in names}
+    quantize = getattr(args, "quantize", None)
+    models = {name: count_model(preset, name, work, cache_model, args.per_kernel, quantize=quantize) for name in names}
     geomean = {key: math.exp(sum(math.log(m["ratios"][key]) for m in models.values()) / len(models))
                for key, _ in COLUMNS if all(key in m["ratios"] for m in models.values())}
     host = machine()
@@ -100,7 +125,7 @@ def run(preset, args) -> dict:
                + (f" --json {args.json}" if args.json else ""))
     return {"proxy": PROXY, "target": preset.name, "mcpu": str(preset.target.get("mcpu")), "cache_model": cache_model,
             "device": f"{host['cpu_model']} ({host['llvm_cpu']}) running qemu-aarch64", "machine": host,
-            "command": command, "models": models, "geomean": geomean}
+            "command": command, "models": models, "geomean": geomean, "quantize": quantize}
 
 
 def publish_report(report: dict, json_path=None) -> None:

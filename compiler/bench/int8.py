@@ -1,0 +1,121 @@
+"""`python -m compiler bench --quantize int8`: int8 against float, TVM against ONNX Runtime, in one run.
+
+Every model is built twice as `compile.py` builds it (float, and `--quantize int8`: ONNX Runtime's quantizer,
+then integer kernels), each with its own database if one applies, else the default schedules. ONNX Runtime
+runs the float ONNX file and the very QDQ model the int8 library was built from. The four engines of every
+model are timed in interleaved rounds on the host, same thread count; the figures that compare are the
+ratios within one run: TVM int8 / ONNX Runtime int8, and int8 / float for each engine.
+"""
+import tempfile
+from pathlib import Path
+
+from compiler import paths, zoo
+from compiler.artifact.runtime import Model, use_threads
+from compiler.bench.measure import (
+    bench_image,
+    database_summary,
+    interleaving,
+    machine,
+    measure,
+    onnxruntime_timer,
+    publish,
+    tvm_timer,
+)
+from compiler.driver import CompileOptions, compile_model
+from compiler.errors import UserError
+from compiler.frontend import quantize
+from compiler.output import say
+
+ENGINES = ("TVM float", "TVM int8", "ONNX Runtime float", "ONNX Runtime int8")
+
+
+def model_names(spec) -> list:
+    names = [n.strip() for n in (spec or "attendnext").replace("all", ",".join(zoo.MODELS)).split(",") if n.strip()]
+    for name in names:
+        zoo.lookup(name)
+    return list(dict.fromkeys(names))
+
+
+def build_pair(preset, name: str, work: Path) -> dict:
+    """{"float": CompileResult, "int8": CompileResult, "qdq": QDQ model path} for one registered model."""
+    built = {precision: compile_model(CompileOptions(target=preset.name, model=name, out=str(work / f"{name}-{precision}"),
+                                                     quantize="int8" if precision == "int8" else None))
+             for precision in ("float", "int8")}
+    built["qdq"] = paths.quantized_onnx(name, quantize.activation_type(preset))
+    return built
+
+
+def run(preset, args) -> dict:
+    if not preset.is_host:
+        raise UserError("--quantize int8 times on this machine: use --target host, or --count-instructions for an "
+                        "aarch64 preset's proxy")
+    threads = preset.num_cores
+    names = model_names(args.models)
+    work = Path(tempfile.mkdtemp(prefix="dcac-bench-int8-"))
+    builds = {}
+    for index, name in enumerate(names, 1):
+        say(f"[{index}/{len(names)}] building {name} for {preset.name}, float and int8")
+        builds[name] = build_pair(preset, name, work)
+    use_threads(threads)
+    timers = {}
+    for name, built in builds.items():
+        image = bench_image(zoo.lookup(name).input_shape)
+        timers[name, "TVM float"] = tvm_timer(Model(built["float"].library))
+        timers[name, "TVM int8"] = tvm_timer(Model(built["int8"].library))
+        timers[name, "ONNX Runtime float"] = onnxruntime_timer(paths.exported_onnx(name), threads, image)
+        timers[name, "ONNX Runtime int8"] = onnxruntime_timer(built["qdq"], threads, image)
+    rounds, per_round = interleaving(args.runs)
+    say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
+    times = measure(timers, rounds, per_round)
+    host = machine()
+    command = (f"python -m compiler bench --target {preset.name} --quantize int8 --models {','.join(names)} "
+               f"--runs {args.runs}" + (f" --json {args.json}" if args.json else ""))
+    return {"target": preset.name, "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
+            "threads": threads, "runs_per_engine": rounds * per_round, "command": command,
+            "models": {name: _row(built, {e: times[name, e] for e in ENGINES}) for name, built in builds.items()}}
+
+
+def _row(built: dict, times: dict) -> dict:
+    import numpy as np
+
+    medians = {engine: float(np.median(samples)) for engine, samples in times.items()}
+    return {"median_ms": medians,
+            "ratios": {"TVM int8 / ONNX Runtime int8": medians["TVM int8"] / medians["ONNX Runtime int8"],
+                       "TVM int8 / TVM float": medians["TVM int8"] / medians["TVM float"],
+                       "ONNX Runtime int8 / ONNX Runtime float":
+                           medians["ONNX Runtime int8"] / medians["ONNX Runtime float"],
+                       "TVM float / ONNX Runtime float": medians["TVM float"] / medians["ONNX Runtime float"]},
+            "agreement": built["int8"].sidecar["quantization"],
+            "databases": {precision: database_summary(built[precision]) for precision in ("float", "int8")}}
+
+
+def render(report: dict) -> str:
+    ratio_names = list(next(iter(report["models"].values()))["ratios"])
+    lines = [f"int8 against float, batch 1 on {report['device']}, {report['threads']} threads, "
+             f"{report['runs_per_engine']} runs per engine, interleaved ({report['command']})", "",
+             "| model | " + " | ".join(f"{e} (ms)" for e in ENGINES) + " | " + " | ".join(ratio_names)
+             + " | int8 vs float (SQNR, top-1) | TVM databases (float / int8) |",
+             "| --- | " + " | ".join("---:" for _ in ENGINES) + " | " + " | ".join("---:" for _ in ratio_names)
+             + " | --- | --- |"]
+    for name, row in report["models"].items():
+        agreement = row["agreement"]
+        top1 = "-" if agreement["top1_agreement"] is None else f"{agreement['top1_agreement']:.0%}"
+        databases = " / ".join(_database_label(row["databases"][p]) for p in ("float", "int8"))
+        lines.append(f"| {name} | " + " | ".join(f"{row['median_ms'][e]:.2f}" for e in ENGINES) + " | "
+                     + " | ".join(f"{row['ratios'][r]:.2f}x" for r in ratio_names)
+                     + f" | {agreement['sqnr_db']:.1f} dB, {top1} | {databases} |")
+    lines += ["", "Agreement: the int8 model's first output against the float model's over the quantizer's "
+              f"calibration inputs ({next(iter(report['models'].values()))['agreement']['calibration']}); the "
+              "registered models carry seeded, untrained weights, so these say how much the network amplifies "
+              "quantization noise, not a trained model's accuracy."]
+    return "\n".join(lines) + "\n"
+
+
+def _database_label(summary: dict) -> str:
+    if not summary["path"]:
+        return "none (default schedules)"
+    return f"{summary['kernels_tuned']}/{summary['kernels_total']} tuned ({summary['cpu']})"
+
+
+def publish_report(report: dict, json_path=None) -> None:
+    publish(report, json_path, render=render)
