@@ -65,6 +65,17 @@ def test_verify_attendnext_for_rpi5_on_the_emulated_pi(tmp_path):
 
 
 @pytest.mark.emulated
+def test_int8_build_matches_onnxruntime_on_the_emulated_pi(tiny_cnn_onnx, tmp_path):
+    """`--quantize int8` for rpi4: int8 activations (NEON's signed products), integer kernels, and the same
+    outputs as ONNX Runtime's aarch64 build running the shipped QDQ model on the emulated Pi."""
+    out = tmp_path / "tiny-int8-rpi4"
+    result = run_cli("--target", "rpi4", "--model", tiny_cnn_onnx, "--quantize", "int8", "--verify", "--out", out)
+    assert_verified(result, out, "tiny_cnn-int8", "rpi4")
+    assert "(int8 activations" in result.stderr and "integer kernels: 3 " in result.stderr
+    assert json.loads((out / "tiny_cnn-int8.json").read_text())["quantization"]["activation_type"] == "int8"
+
+
+@pytest.mark.emulated
 def test_verify_through_a_tracker(model_files, tmp_path):
     """--tracker HOST:PORT: the device comes from a running tracker, as on a real farm."""
     from compiler.device.farm import LocalFarm

@@ -72,6 +72,8 @@ def test_device_without_the_benchmark_function_or_onnxruntime_is_a_clear_error(t
     (["--target", "rpi4", "--profile"], "--profile instruments the library in this process"),
     (["--target", "host", "--tracker", "127.0.0.1:9190"], "--tracker measures on a board"),
     (["--target", "pi4"], "unknown target 'pi4'"),
+    (["--target", "host", "--quantize", "int8", "--fusion", "dcac"], "--quantize int8 builds each model as compile.py"),
+    (["--target", "rpi4", "--quantize", "int8"], "--quantize int8 times on this machine"),
 ])
 def test_bad_input_is_one_line(args, fragment):
     assert_user_error(run_bench(*args), fragment)
