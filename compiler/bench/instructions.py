@@ -61,8 +61,10 @@ def count_model(preset, name: str, work: Path, cache_model: bool, per_kernel: bo
 
 
 def render(report: dict) -> str:
+    subject = (f" TVM and ONNX Runtime both run each model's {report['quantize']} QDQ model." if report.get("quantize")
+               else "")
     lines = [f"**{report['proxy']}.** Per inference on the emulated {report['mcpu']} ({report['target']} preset), "
-             f"counted on {report['device']} ({report['command']})", "",
+             f"counted on {report['device']} ({report['command']}).{subject}", "",
              "| model | kernels: database / default / total | " + " | ".join(
                  f"TVM {label} | ONNX Runtime {label} | TVM / ORT" for _, label in COLUMNS if report["cache_model"]
                  or _ == "insns") + " |",
@@ -122,7 +124,7 @@ def run(preset, args) -> dict:
     host = machine()
     command = (f"python -m compiler bench --target {preset.name} --count-instructions --models {','.join(names)}"
                f" --cache-model {args.cache_model}" + (" --per-kernel" if args.per_kernel else "")
-               + (f" --json {args.json}" if args.json else ""))
+               + (f" --quantize {quantize}" if quantize else "") + (f" --json {args.json}" if args.json else ""))
     return {"proxy": PROXY, "target": preset.name, "mcpu": str(preset.target.get("mcpu")), "cache_model": cache_model,
             "device": f"{host['cpu_model']} ({host['llvm_cpu']}) running qemu-aarch64", "machine": host,
             "command": command, "models": models, "geomean": geomean, "quantize": quantize}
