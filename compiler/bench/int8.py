@@ -11,6 +11,7 @@ from pathlib import Path
 
 from compiler import paths, zoo
 from compiler.artifact.runtime import Model, use_threads
+from compiler.bench.models import REFERENCE, model_names
 from compiler.bench.measure import (
     bench_image,
     database_summary,
@@ -29,13 +30,6 @@ from compiler.output import say
 ENGINES = ("TVM float", "TVM int8", "ONNX Runtime float", "ONNX Runtime int8")
 
 
-def model_names(spec) -> list:
-    names = [n.strip() for n in (spec or "attendnext").replace("all", ",".join(zoo.MODELS)).split(",") if n.strip()]
-    for name in names:
-        zoo.lookup(name)
-    return list(dict.fromkeys(names))
-
-
 def build_pair(preset, name: str, work: Path) -> dict:
     """{"float": CompileResult, "int8": CompileResult, "qdq": QDQ model path} for one registered model."""
     built = {precision: compile_model(CompileOptions(target=preset.name, model=name, out=str(work / f"{name}-{precision}"),
@@ -50,7 +44,7 @@ def run(preset, args) -> dict:
         raise UserError("--quantize int8 times on this machine: use --target host, or --count-instructions for an "
                         "aarch64 preset's proxy")
     threads = preset.num_cores
-    names = model_names(args.models)
+    names = model_names(args.models or REFERENCE)
     work = Path(tempfile.mkdtemp(prefix="dcac-bench-int8-"))
     builds = {}
     for index, name in enumerate(names, 1):
