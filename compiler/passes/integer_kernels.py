@@ -186,12 +186,9 @@ def _make_mutator():
             accumulator = self.builder_.emit(relax.op.nn.conv2d(
                 source, relax.const(w.astype("int8")), strides=attrs.strides, padding=0, dilation=attrs.dilation,
                 groups=int(attrs.groups), out_dtype="int32"), "acc")
-            channels = w.shape[0]
-            offset = -int(data.zero_point) * w.astype("int64").reshape(channels, -1).sum(axis=1)
-            scale = np.float32(data.scale) * np.broadcast_to(weight.scale, (channels,)).astype("float32")
+            offset, scale = _channel_terms(data, weight, w.reshape(w.shape[0], -1))
             self.rewritten += 1
-            return IntegerProduct(accumulator, offset.astype("int32").reshape(1, channels, 1, 1),
-                                  scale.astype("float32").reshape(1, channels, 1, 1))
+            return IntegerProduct(accumulator, offset.reshape(1, -1, 1, 1), scale.reshape(1, -1, 1, 1))
 
         def matmul(self, call) -> Optional[IntegerProduct]:
             data = self.quantized(call.args[0])
@@ -211,10 +208,9 @@ def _make_mutator():
             w = weight.constant.T if transposed else weight.constant  # [K, N]
             accumulator = self.builder_.emit(relax.op.matmul(data.source, relax.const(np.ascontiguousarray(w).astype("int8")),
                                                              out_dtype="int32"), "acc")
-            offset = -int(data.zero_point) * w.astype("int64").sum(axis=0)
-            scale = np.float32(data.scale) * np.broadcast_to(weight.scale, (w.shape[1],)).astype("float32")
+            offset, scale = _channel_terms(data, weight, w.T)
             self.rewritten += 1
-            return IntegerProduct(accumulator, offset.astype("int32"), scale.astype("float32"))
+            return IntegerProduct(accumulator, offset, scale)
 
         def activation_product(self, a, b, transposed: bool) -> Optional[IntegerProduct]:
             """An attention's activation x activation product, both 8-bit with per-tensor parameters:
@@ -279,6 +275,15 @@ def _make_mutator():
             return IntegerProduct(product.accumulator, offset.astype("int32"), product.scale)
 
     return IntegerKernels
+
+
+def _channel_terms(data: Quantized, weight: Quantized, by_channel: np.ndarray):
+    """(offset, scale) per output channel of a product whose int8 weights are `by_channel` [channels, reduced]:
+    the zero-point term -z_x * sum(W_q[o]) in int32 and the multiplier s_x * s_w[o] in float32."""
+    channels = by_channel.shape[0]
+    offset = -int(data.zero_point) * by_channel.astype("int64").sum(axis=1)
+    scale = np.float32(data.scale) * np.broadcast_to(weight.scale, (channels,)).astype("float32")
+    return offset.astype("int32"), scale.astype("float32")
 
 
 def _range(dtype: str):
