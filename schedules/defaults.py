@@ -20,12 +20,9 @@ has the measurements that chose this.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import re
-import sys
 import time
-import types
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -34,6 +31,8 @@ from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.sym.pattern import detect_linear_equation
 from tvm.tirx.analysis import undefined_vars
+
+from schedules import intrinsics as intrinsics_module
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -544,24 +543,6 @@ class KernelResult:
     seconds: float = 0.0
 
 
-def _register_cpu_intrinsics() -> None:
-    """Register only the x86 and Arm tensor intrinsics (DefaultX86/DefaultARM rules name some: dot_16x4_vnni,
-    the NEON dot products). The package's __init__ also imports CUDA's and costs ~30 s; its two CPU files take
-    ~2 s. Loaded under a stub package that is removed again, so a later `import tvm.s_tir.tensor_intrin` still
-    runs the real __init__ (which finds these two already imported)."""
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    stub = types.ModuleType(name)
-    stub.__path__ = [tvm.s_tir.__path__[0] + "/tensor_intrin"]
-    sys.modules[name] = stub
-    try:
-        importlib.import_module(name + ".x86")
-        importlib.import_module(name + ".arm_cpu")
-    finally:
-        del sys.modules[name]
-
-
 def _context(mod, target, name, intrinsics: bool = True):
     """A TuneContext without TuneContext.__init__'s `import tvm.s_tir.tensor_intrin`: that import registers every
     tensor intrinsic of every backend (CUDA's included) and takes ~30 s on this host; float32 CPU spaces need none.
@@ -570,7 +551,7 @@ def _context(mod, target, name, intrinsics: bool = True):
     from tvm.s_tir.meta_schedule.logging import get_logger, get_logging_func
     from tvm.s_tir.meta_schedule.space_generator import PostOrderApply, SpaceGenerator
 
-    _register_cpu_intrinsics()
+    intrinsics_module.register()
 
     def make(generator):
         ctx = ms.TuneContext.__new__(ms.TuneContext)
@@ -593,14 +574,51 @@ def _tensorized(space) -> bool:
                for inst in space.trace.insts)
 
 
+def _tensorized_schedule(mod, target, spaces, postprocs) -> tuple:
+    """(schedule, note) from the first design space whose product the target's tensor intrinsic computes, with
+    the decisions MetaSchedule sampled for it, or (None, reasons). The root's vectorize annotation is dropped:
+    RewriteParallelVectorizeUnroll would vectorise the loops around the intrinsic's blockized body, which
+    does not build ("Cannot broadcast lanes=16 to 32"). The schedule is compiled once here: an intrinsic
+    whose operand tile is strided in this block (a convolution's unpacked weights) fails only when lowered."""
+    reasons = []
+    for k, space in enumerate(spaces):
+        if not _tensorized(space):
+            continue
+        sch = tvm.s_tir.Schedule(mod)
+        try:
+            space.trace.apply_to_schedule(sch, remove_postproc=True)
+            sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
+            sch.enter_postproc()
+            if not all(p.apply(sch) for p in postprocs):
+                reasons.append(f"space {k}: a postprocessor refused")
+                continue
+        except Exception as err:  # noqa: BLE001
+            reasons.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
+            continue
+        if "meta_schedule.auto_tensorize" in sch.mod.script():
+            reasons.append(f"space {k}: the intrinsic did not match")
+            continue
+        try:
+            with target, tvm.transform.PassContext(opt_level=3):
+                tvm.tirx.build(sch.mod, target=target)
+        except Exception as err:  # noqa: BLE001
+            reasons.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
+            continue
+        return sch, f"tensorized (space {k})"
+    return None, " | ".join(reasons)
+
+
 def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):
     """(scheduled tvm.s_tir.Schedule or None, KernelResult) for one task module."""
     started = time.perf_counter()
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
     if any(_tensorized(space) for space in spaces):
-        # the plans tile and vectorise plain blocks; a block blockized for a tensor intrinsic (an int8 product
-        # on a VNNI or dot-product CPU) takes the space without those rules
+        sch, note = _tensorized_schedule(mod, target, spaces, list(ctx.space_generator.postprocs))
+        if sch is not None:
+            return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
+        # the plans tile and vectorise plain blocks: a product no intrinsic space could schedule takes the
+        # spaces without the intrinsic rules
         ctx = _context(mod, target, name, intrinsics=False)
         spaces = list(ctx.generate_design_space())
     postprocs = list(ctx.space_generator.postprocs)

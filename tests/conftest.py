@@ -30,3 +30,16 @@ def tiny_artifact(tiny_cnn_onnx, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("artifact") / "tiny_cnn-host"
     return compile_model(CompileOptions(target="host", model=str(tiny_cnn_onnx), out=str(out))).library
+
+
+@pytest.fixture(scope="session", params=["uint8", "int8"])
+def kernel_classes_qdq(request, tmp_path_factory):
+    """The kernel-classes model (dense, depthwise and 1x1 convolutions, attention, a classifier) quantized by
+    ONNX Runtime's quantizer with `activation` activations, as a user would outside the product."""
+    from compiler.frontend import onnx_model, quantize
+
+    folder = tmp_path_factory.mktemp(f"qdq-{request.param}")
+    model = onnx_model.load(onnx_models.export("kernel_classes", folder / "kernel_classes.onnx"))
+    path = folder / "kernel_classes-int8.onnx"
+    quantize.quantize(model, path, request.param)
+    return onnx_model.load(path), request.param

@@ -13,7 +13,7 @@ from typing import Optional
 import schedules
 from compiler.errors import UserError
 from compiler.frontend import shape_binding
-from compiler.passes import fast_math, fusion as fusion_table, integer_kernels
+from compiler.passes import dot_products, fast_math, fusion as fusion_table, integer_kernels
 
 
 def import_onnx(model, integer: bool = True):
@@ -67,6 +67,7 @@ def graph_passes(fusion: str, layout: str = DEFAULT_LAYOUT, target=None, rejecti
     return [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),
+        *dot_products.passes(target),
         *fusion_table.passes(fusion, rejections),
         *cpu_pipeline.legalize_passes(target),
         *fusion_table.schedule_passes(fusion),

@@ -163,6 +163,9 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
     from tvm.s_tir.meta_schedule.utils import fork_seed
 
+    from schedules import intrinsics
+
+    intrinsics.register()  # the VNNI intrinsic that builds with TVM's LLVM, before the spaces name it
     contexts, weights = [], []
     _drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
