@@ -574,6 +574,16 @@ def _tensorized(space) -> bool:
                for inst in space.trace.insts)
 
 
+def _packed_product(mod) -> bool:
+    """Whether the task computes compiler/passes/dot_products.py's product, whose weights are packed in the
+    contiguous tiles the CPU's dot-product intrinsics read."""
+    try:
+        tvm.s_tir.Schedule(mod).get_sblock("dot_product")
+    except Exception:  # noqa: BLE001 - no such block
+        return False
+    return True
+
+
 def _tensorized_schedule(mod, target, spaces, postprocs) -> tuple:
     """(schedule, note) from the first design space whose product the target's tensor intrinsic computes, with
     the decisions MetaSchedule sampled for it, or (None, reasons). The root's vectorize annotation is dropped:
@@ -613,12 +623,14 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     started = time.perf_counter()
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
-    if any(_tensorized(space) for space in spaces):
+    if any(_tensorized(space) for space in spaces) and _packed_product(mod):
         sch, note = _tensorized_schedule(mod, target, spaces, list(ctx.space_generator.postprocs))
         if sch is not None:
             return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
-        # the plans tile and vectorise plain blocks: a product no intrinsic space could schedule takes the
-        # spaces without the intrinsic rules
+    if any(_tensorized(space) for space in spaces):
+        # the plans tile and vectorise plain blocks: any other product takes the spaces without the intrinsic
+        # rules (TVM's NEON dot-product intrinsics leave the weight tile's strides free, so on a convolution's
+        # unpacked weights they would build and compute the wrong sums)
         ctx = _context(mod, target, name, intrinsics=False)
         spaces = list(ctx.generate_design_space())
     postprocs = list(ctx.space_generator.postprocs)

@@ -1,19 +1,21 @@
 """int8 products in the layout of the CPU's dot-product instruction, so that its tensor intrinsic applies.
 
 AVX-512 VNNI's `vpdpbusd` multiplies 4 consecutive uint8 activations by 4 consecutive int8 weights of each
-of 16 output channels and adds the sums to 16 int32 lanes. MetaSchedule tensorizes a block with it
-(schedules/intrinsics.py) only when the block reads both operands along the reduction axis, contiguously:
+of 16 output channels and adds the sums to 16 int32 lanes; Arm's `sdot` does the same on int8 activations
+for 4 channels. MetaSchedule tensorizes a block with them (schedules/intrinsics.py) only when the block
+reads both operands along the reduction axis, contiguously:
 
     C[m, n] = sum_k A[m, k] * B[n // 16, k // 4, n % 16, k % 4]     A uint8 [M, K], B int8 (constant), C int32
 
 An NCHW 1x1 convolution reads its activation along the pixels instead, and Relax's matmul reads its
 weight as [K, N]: neither is tensorized, and LLVM widens them to 16-bit products (`vpmaddwd`). On a
-target whose intrinsic builds (`dot_product_target`), for a module with 8-bit convolutions, this pass
+target with such an instruction (`activation_type`), for a module with 8-bit convolutions, this pass
   1. converts the convolutions to NHWC (Relax's ConvertLayout: the element-wise requantization steps
      between them follow, and transposes remain only where an operator keeps NCHW), so that a 1x1
-     convolution's pixels are already rows of channels;
-  2. writes every 1x1 stride-1 NHWC convolution and every matrix product with a constant weight, uint8 x
-     int8, as the product above: weights packed at compile time in 16 x 4 tiles of 64 contiguous bytes,
+     convolution's pixels are already rows of channels; not when a convolution is grouped (`_nhwc_pays`);
+  2. writes every 1x1 stride-1 NHWC convolution and every matrix product with a constant weight, on the
+     target's activation type x int8, as the product above: weights packed at compile time in 16 x 4
+     tiles of 64 contiguous bytes (an aligned 4 x 4 part of one is 16 contiguous bytes, sdot's tile),
      zero-padded to whole tiles (the activation's channels padded to 4, the result sliced to N).
 Elsewhere the products stay as integer_kernels wrote them.
 """
@@ -22,28 +24,35 @@ from typing import Optional
 import numpy as np
 
 K_GROUP, N_GROUP = 4, 16  # the intrinsic's reduction group and output lanes
+OUT_ELEMWISE_FUSABLE = 4  # tvm.relax's OpPatternKind.kOutEWiseFusable
 
 
-def dot_product_target(target) -> bool:
-    """Whether `target` is an x86 CPU with AVX-512 VNNI (the intrinsic schedules/intrinsics.py registers)."""
+def activation_type(target) -> Optional[str]:
+    """The 8-bit activation type whose products `target`'s dot-product intrinsic computes, or None:
+    uint8 on x86 with AVX-512 VNNI (`vpdpbusd`, schedules/intrinsics.py), int8 on aarch64 with the dot
+    product extension (`sdot`, TVM's dot_4x4_i8i8s32_sdot: A76, Neoverse N1/V1, Orin)."""
     import tvm
 
     try:
         features = {str(f) for f in tvm.target.codegen.llvm_get_cpu_features(target)}
     except Exception:  # noqa: BLE001 - not an LLVM CPU target
-        return False
-    return "avx512vnni" in features and str(target.attrs.get("mtriple", "") or "x86_64").startswith("x86")
+        return None
+    triple = str(target.attrs.get("mtriple", "") or tvm.target.codegen.llvm_get_system_triple())
+    if triple.startswith("aarch64"):
+        return "int8" if "dotprod" in features else None
+    return "uint8" if "avx512vnni" in features else None
 
 
 def passes(target) -> list:
     """The pass for `target`, or none."""
-    if target is None or not dot_product_target(target):
+    activation = None if target is None else activation_type(target)
+    if activation is None:
         return []
     import tvm
 
     @tvm.transform.module_pass(opt_level=0, name="DotProductLayout")
     def dot_product_layout(mod, _ctx):
-        return rewrite(mod)[0]
+        return rewrite(mod, activation)[0]
     return [dot_product_layout]
 
 
@@ -60,33 +69,38 @@ def _nt_product(a, b):
                       name="dot_product")
 
 
-def rewrite(mod):
-    """(module, products rewritten)."""
+def rewrite(mod, activation: str = "uint8"):
+    """(module, products rewritten): the products whose activations are `activation`."""
     from tvm import relax
 
-    if _has_eight_bit_convolution(mod):
+    if _nhwc_pays(mod):
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
         mod = relax.transform.FoldConstant()(mod)  # the weights' layout transforms, on the constants
-    mutator = _make_mutator()(mod)
+    mutator = _make_mutator()(mod, activation)
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return relax.transform.DeadCodeElimination()(mutator.builder_.get()), mutator.rewritten
 
 
-def _has_eight_bit_convolution(mod) -> bool:
+def _nhwc_pays(mod) -> bool:
+    """Whether the module has 8-bit convolutions and none of them is grouped with several channels per group.
+    TVM's NHWC grouped convolution (AttendNeXt's 21-channel groups) runs several times slower under the
+    default schedules than its NCHW one (docs/int8.md), which outweighs the products: such a model keeps
+    NCHW, and only its matrix products take the intrinsic."""
     import tvm
     from tvm import relax
 
-    conv2d, found = tvm.ir.Op.get("relax.nn.conv2d"), []
+    conv2d, convolutions = tvm.ir.Op.get("relax.nn.conv2d"), []
 
     def visit(expr):
         if isinstance(expr, relax.Call) and expr.op == conv2d and str(expr.args[0].ty.dtype) in ("uint8", "int8"):
-            found.append(expr)
+            channels = int(expr.args[0].ty.shape[1 if expr.attrs.data_layout == "NCHW" else 3])
+            convolutions.append((int(expr.attrs.groups), channels))
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
-    return bool(found)
+    return bool(convolutions) and all(groups in (1, channels) for groups, channels in convolutions)
 
 
 def _constant(expr) -> Optional[np.ndarray]:
@@ -109,39 +123,101 @@ def _make_mutator():
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     conv2d, matmul = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")
+    elementwise = {tvm.ir.Op.get(f"relax.{name}") for name in ("add", "subtract", "multiply", "maximum", "minimum",
+                                                                "round", "astype", "clip")}
 
     @mutator
     class DotProducts(PyExprMutator):
-        def __init__(self, mod):
+        def __init__(self, mod, activation: str):
             super().__init__(mod)
+            self.activation = activation
             self.rewritten = 0
+            # NCHW var -> the same values as pixel rows x channels [B*H*W, C]: an NCHW 1x1 convolution's product
+            # and the element-wise steps after it (its requantization) run in that layout, contiguous along
+            # the channels, and the result is transposed to NCHW once, where something else reads it
+            self.rows_of = {}
 
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            rewritten = None
-            if call.op == conv2d:
-                rewritten = self.conv2d(call)
-            elif call.op == matmul:
-                rewritten = self.matmul(call)
-            return call if rewritten is None else rewritten
+        def visit_var_binding_(self, binding):
+            value = self.visit_expr(binding.value)
+            rows = None
+            if isinstance(value, relax.Call) and value.op == conv2d:
+                rows = self.nchw_conv2d(value)
+                product = None if rows is not None else self.conv2d(value)
+                value = value if product is None else product
+            elif isinstance(value, relax.Call) and value.op == matmul:
+                product = self.matmul(value)
+                value = value if product is None else product
+            elif isinstance(value, relax.Call) and value.op in elementwise:
+                rows = self.elementwise(value)
+            if rows is not None:
+                if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
+                    rows = self.builder_.emit(rows, "rows")
+                batch, _, height, width = (int(d) for d in binding.var.ty.shape)
+                value = relax.op.permute_dims(relax.op.reshape(rows, [batch, height, width, int(rows.ty.shape[1])]),
+                                              [0, 3, 1, 2])
+            emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+            new_var = emit(value, binding.var.name)
+            self.set_var_remap(binding.var, new_var)
+            if rows is not None:
+                self.rows_of[new_var] = rows
+
+        def held(self, expr):
+            """The rows form of `expr`, or None (constants compare as expressions: only vars are looked up)."""
+            return self.rows_of.get(expr) if isinstance(expr, relax.Var) else None
+
+        def elementwise(self, call):
+            """An element-wise step on one value held as rows, with scalar or per-channel [1, C, 1, 1] constants:
+            the same step on the rows, the constants as [C]; None for anything else."""
+            if sum(1 for arg in call.args if self.held(arg) is not None) != 1:
+                return None
+            args = []
+            for arg in call.args:
+                held, c = self.held(arg), _constant(arg)
+                if held is not None:
+                    args.append(held)
+                elif c is not None and c.ndim == 4 and c.shape[0] == 1 and c.shape[2:] == (1, 1):
+                    args.append(relax.const(c.reshape(-1), str(c.dtype)))
+                elif c is not None and c.size == 1:
+                    args.append(relax.const(c.reshape(()), str(c.dtype)))
+                else:
+                    return None
+            return relax.Call(call.op, args, call.attrs, call.ty_args)
+
+        def nchw_conv2d(self, call):
+            """A 1x1 stride-1 NCHW convolution: the product of its pixel rows (int32 [B*H*W, O]), or None."""
+            w, attrs = self.operands(call), call.attrs
+            if (w is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or w.shape[2:] != (1, 1)
+                    or int(attrs.groups) != 1 or any(int(s) != 1 for s in attrs.strides)
+                    or any(int(p) for p in attrs.padding)):
+                return None
+            data = call.args[0]
+            batch, channels, height, width = (int(s) for s in data.ty.shape)
+            rows = self.held(data)  # the producer's rows when it was one of these: no transpose in between
+            if rows is None:
+                rows = relax.op.reshape(relax.op.permute_dims(data, [0, 2, 3, 1]), [batch * height * width, channels])
+            return self.product(rows, w[:, :, 0, 0])
 
         def operands(self, call) -> Optional[np.ndarray]:
-            """The constant int8 weight of a uint8 x int8 -> int32 product, or None."""
+            """The constant int8 weight of an activation x int8 -> int32 product, or None."""
             data, weight = call.args
             w = _constant(weight)
-            if (w is None or str(w.dtype) != "int8" or str(data.ty.dtype) != "uint8"
+            if (w is None or str(w.dtype) != "int8" or str(data.ty.dtype) != self.activation
                     or str(call.attrs.out_dtype) != "int32"):
                 return None
             return w
 
         def product(self, rows, weight: np.ndarray):
-            """rows: uint8 [M, K]; weight: int8 [N, K] -> int32 [M, N]."""
-            rows = self.builder_.emit(rows, "rows")
+            """rows: 8-bit [M, K]; weight: int8 [N, K] -> int32 [M, N]."""
+            if not isinstance(rows, relax.Var):
+                rows = self.builder_.emit(rows, "rows")
             k = int(rows.ty.shape[1])
             if -k % K_GROUP:
                 rows = relax.op.nn.pad(rows, [0, 0, 0, -k % K_GROUP], pad_value=0.0)
             packed = _packed(weight)
-            out = self.builder_.emit_te(_nt_product, rows, relax.const(packed), primfunc_name_hint="dot_product")
+            # the product's pattern is OutEWiseFusable, as a legalized conv2d's: the requantization fuses into it
+            # (TVM's pattern analysis calls the packed weight's index opaque)
+            out = self.builder_.emit_te(_nt_product, rows, relax.const(packed), primfunc_name_hint="dot_product",
+                                        primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
             if packed.shape[0] * N_GROUP != weight.shape[0]:
                 out = relax.op.strided_slice(out, axes=[1], begin=[0], end=[weight.shape[0]])
             self.rewritten += 1
