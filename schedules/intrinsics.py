@@ -1,31 +1,49 @@
-"""The CPU tensor intrinsics MetaSchedule's rules name, registered cheaply and made to build with TVM's LLVM.
+"""The CPU byte dot-product intrinsics MetaSchedule's rules name, registered cheaply, built with TVM's LLVM, strict.
 
-DefaultX86("vnni") and DefaultARM rules tensorize int8 products with intrinsics registered by name
-(`dot_16x4_vnni`, the NEON dot products). Importing `tvm.s_tir.tensor_intrin` registers them together with
-every CUDA intrinsic (~30 s here); its two CPU files take ~2 s. TVM 0.27's `dot_16x4_vnni` passes
-`vpdpbusd` its operands as int32x16, the signature LLVM had before version 20; the LLVM TVM 0.27 links
-takes <64 x i8>, and the module fails to build. `register()` replaces that implementation with one that
-passes bytes (same description, so the same blocks match).
+DefaultX86("vnni") and DefaultARM("dotprod") tensorize int8 products with intrinsics registered by name:
+`dot_16x4_vnni` (`vpdpbusd`: 16 int32 lanes += 4 uint8 x 4 int8 each) and `dot_4x4_i8i8s32_sdot` (`sdot`: 4
+lanes += 4 int8 x 4 int8). Importing `tvm.s_tir.tensor_intrin` registers them together with every CUDA
+intrinsic (~30 s here); its two CPU files take ~2 s. `register()` then replaces both, for two faults of
+TVM 0.27's versions:
+  - its `dot_16x4_vnni` passes `vpdpbusd` int32x16 operands, the signature LLVM had before version 20; the
+    LLVM TVM 0.27 links (22) takes bytes, and every tensorized kernel failed to build;
+  - their descriptions leave the weight tile's strides free, so MetaSchedule tensorizes a block whose
+    weight tile is strided (unpacked weights) and the implementation's one vector load reads the wrong
+    bytes. Here the tile's strides are fixed to (4, 1): such a block fails to build instead.
 """
 import importlib
 import sys
 import types
+from dataclasses import dataclass
 
-VNNI_DOT = "dot_16x4_vnni"
 _registered = False
 
 
+@dataclass(frozen=True)
+class DotProduct:
+    name: str  # the name MetaSchedule's rules look up
+    lanes: int  # int32 accumulators
+    activation: str  # the broadcast operand's type
+    llvm: str  # the LLVM intrinsic
+    operand: str  # the vector type LLVM takes for the two byte operands (broadcast and weight tile)
+
+
+DOT_PRODUCTS = (
+    DotProduct("dot_16x4_vnni", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512", "x64"),
+    DotProduct("dot_4x4_i8i8s32_sdot", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8", "x16"),
+)
+
+
 def register() -> None:
-    """Register the x86 and Arm intrinsics once, with a `dot_16x4_vnni` that builds on LLVM >= 20."""
+    """Register the x86 and Arm intrinsics once, the two byte dot products replaced by strict ones."""
     global _registered
     if _registered:
         return
-    import tvm
     from tvm.s_tir import TensorIntrin
 
     _import_cpu_intrinsics()
-    desc, impl = _vnni_bytes()
-    TensorIntrin.register(VNNI_DOT, desc, impl, override=True)
+    for dot in DOT_PRODUCTS:
+        TensorIntrin.register(dot.name, *_strict(dot), override=True)
     _registered = True
 
 
@@ -47,37 +65,39 @@ def _import_cpu_intrinsics() -> None:
         del sys.modules[name]
 
 
-def _vnni_bytes():
-    """(description, implementation) of `vpdpbusd` on 16 int32 accumulators: 4 uint8 values broadcast to every
-    lane, a 16 x 4 tile of int8 weights. The description fixes the tile's strides to (4, 1): TVM's own
-    leaves them free, so a block reading a strided weight tile matched it and the implementation's
-    64-byte load read the wrong bytes."""
+def _strict(dot: DotProduct):
+    """(description, implementation): C[i] += sum_k A[k] * B[i, k] on `dot.lanes` int32 lanes, A's 4 bytes
+    broadcast to every lane, B a contiguous tile of lanes x 4 int8 weights."""
     from tvm.script import tirx as T
+
+    lanes, activation = dot.lanes, dot.activation
+    byte_vector = f"{activation}{dot.operand}"
+    weight_vector = f"int8{dot.operand}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1, strides=[4, 1])
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (4,), activation, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1, strides=[4, 1])
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i, k in T.grid(16, 4):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1, strides=[4, 1])
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (4,), activation, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1, strides=[4, 1])
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            broadcast = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16),
-                                      dtype="uint8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"), broadcast, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            broadcast = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"), dtype="int32"),
+                                                  lanes), dtype=byte_vector)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(dot.llvm), C.vload([0], dtype=f"int32x{lanes}"), broadcast,
+                B.vload([0, 0], dtype=weight_vector), dtype=f"int32x{lanes}")
     return desc, impl

@@ -77,22 +77,33 @@ def test_the_tensorized_product_is_exact_on_this_cpu():
     np.testing.assert_array_equal(out.numpy(), a.astype("int32") @ w.astype("int32").T)
 
 
-def test_an_unpacked_product_is_not_tensorized():
-    """The same product on [N, K] weights: the intrinsic's 64-byte load would read the wrong bytes, so the
-    default schedules leave it to the plain plans."""
+@pytest.mark.parametrize("spec", [VNNI, A76], ids=["vnni", "a76"])
+def test_an_unpacked_product_is_not_tensorized(spec):
+    """The same product on [N, K] weights: the intrinsic's one vector load would read the wrong bytes. The
+    default schedules leave it to the plain plans, and the strict intrinsic refuses to build it when a
+    tuning candidate tensorizes it."""
     import tvm
     from tvm import te
-
     from schedules import defaults
 
-    a = te.placeholder((49, 64), "uint8", "a")
+    target = target_of(spec)
+    a = te.placeholder((49, 64), dot_products.activation_type(target), "a")
     b = te.placeholder((32, 64), "int8", "b")
     k = te.reduce_axis((0, 64), "k")
     c = te.compute((49, 32), lambda m, n: te.sum(a[m, k].astype("int32") * b[n, k].astype("int32"), axis=k))
     mod = tvm.IRModule({"main": te.create_prim_func([a, b, c])})
-    target = target_of(VNNI)
     _, result = defaults.schedule_task(mod, target, defaults.machine_of(target), defaults.Options())
     assert result.ok and not result.note.startswith("tensorized"), result
+    ctx = defaults._context(mod, target, "unpacked")
+    tensorized = [space for space in ctx.generate_design_space() if defaults._tensorized(space)]
+    assert tensorized  # MetaSchedule's rule does offer the intrinsic here
+    sch = tvm.s_tir.Schedule(mod)
+    tensorized[0].trace.apply_to_schedule(sch, remove_postproc=True)
+    sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
+    sch.enter_postproc()
+    assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+    with pytest.raises(Exception, match="strides"), target, tvm.transform.PassContext(opt_level=3):
+        tvm.tirx.build(sch.mod, target=target)
 
 
 def test_packing_pads_to_whole_tiles():
