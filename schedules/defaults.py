@@ -574,6 +574,16 @@ def _tensorized(space) -> bool:
                for inst in space.trace.insts)
 
 
+def _postprocess(sch, postprocs) -> Optional[str]:
+    """Run the target's postprocessors on a replayed schedule; None, or why it was refused."""
+    sch.enter_postproc()
+    return None if all(p.apply(sch) for p in postprocs) else "a postprocessor refused"
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[-1][:200] if str(err) else type(err).__name__
+
+
 def _packed_product(mod) -> bool:
     """Whether the task computes compiler/passes/dot_products.py's product, whose weights are packed in the
     contiguous tiles the CPU's dot-product intrinsics read."""
@@ -598,23 +608,17 @@ def _tensorized_schedule(mod, target, spaces, postprocs) -> tuple:
         try:
             space.trace.apply_to_schedule(sch, remove_postproc=True)
             sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
-            sch.enter_postproc()
-            if not all(p.apply(sch) for p in postprocs):
-                reasons.append(f"space {k}: a postprocessor refused")
-                continue
+            refused = _postprocess(sch, postprocs)
+            if refused is None and "meta_schedule.auto_tensorize" in sch.mod.script():
+                refused = "the intrinsic did not match"
+            if refused is None:
+                with target, tvm.transform.PassContext(opt_level=3):
+                    tvm.tirx.build(sch.mod, target=target)
         except Exception as err:  # noqa: BLE001
-            reasons.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
-            continue
-        if "meta_schedule.auto_tensorize" in sch.mod.script():
-            reasons.append(f"space {k}: the intrinsic did not match")
-            continue
-        try:
-            with target, tvm.transform.PassContext(opt_level=3):
-                tvm.tirx.build(sch.mod, target=target)
-        except Exception as err:  # noqa: BLE001
-            reasons.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
-            continue
-        return sch, f"tensorized (space {k})"
+            refused = _first_line(err)
+        if refused is None:
+            return sch, f"tensorized (space {k})"
+        reasons.append(f"space {k}: {refused}")
     return None, " | ".join(reasons)
 
 
@@ -661,12 +665,11 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
             for plan in decider.plans:
                 if plan.k_block is not None:
                     _block_reduction(sch, *plan.k_block)
-            sch.enter_postproc()
-            if not all(p.apply(sch) for p in postprocs):
-                errors.append(f"space {k}: a postprocessor refused")
-                continue
+            refused = _postprocess(sch, postprocs)
         except Exception as err:  # noqa: BLE001
-            errors.append(f"space {k}: {str(err).splitlines()[-1][:200] if str(err) else type(err).__name__}")
+            refused = _first_line(err)
+        if refused is not None:
+            errors.append(f"space {k}: {refused}")
             continue
         note = "; ".join(p.note for p in decider.plans)
         return sch, KernelResult(name, True, k, note, time.perf_counter() - started)

@@ -68,36 +68,34 @@ def _import_cpu_intrinsics() -> None:
 def _strict(dot: DotProduct):
     """(description, implementation): C[i] += sum_k A[k] * B[i, k] on `dot.lanes` int32 lanes, A's 4 bytes
     broadcast to every lane, B a contiguous tile of lanes x 4 int8 weights."""
+    return _dot_function(dot, describe=True), _dot_function(dot, describe=False)
+
+
+def _dot_function(dot: DotProduct, describe: bool):
+    """The description (the loops the intrinsic computes) or the implementation (the one instruction) on the
+    same buffers; `describe` is a Python value, so TVMScript keeps one branch."""
     from tvm.script import tirx as T
 
     lanes, activation = dot.lanes, dot.activation
-    byte_vector = f"{activation}{dot.operand}"
-    weight_vector = f"int8{dot.operand}"
+    byte_vector, weight_vector = f"{activation}{dot.operand}", f"int8{dot.operand}"
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    def dot_function(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), activation, offset_factor=1)
         B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1, strides=[4, 1])
         C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            for i, k in T.grid(lanes, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), activation, offset_factor=1)
-        B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1, strides=[4, 1])
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            broadcast = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"), dtype="int32"),
-                                                  lanes), dtype=byte_vector)
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(dot.llvm), C.vload([0], dtype=f"int32x{lanes}"), broadcast,
-                B.vload([0, 0], dtype=weight_vector), dtype=f"int32x{lanes}")
-    return desc, impl
+            if describe:
+                for i, k in T.grid(lanes, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            else:
+                broadcast = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], f"{activation}x4"), dtype="int32"),
+                                                      lanes), dtype=byte_vector)
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(dot.llvm), C.vload([0], dtype=f"int32x{lanes}"), broadcast,
+                    B.vload([0, 0], dtype=weight_vector), dtype=f"int32x{lanes}")
+    return dot_function

@@ -75,6 +75,33 @@ def test_int8_build_matches_onnxruntime_on_the_emulated_pi(tiny_cnn_onnx, tmp_pa
     assert json.loads((out / "tiny_cnn-int8.json").read_text())["quantization"]["activation_type"] == "int8"
 
 
+def sdot_instructions(library) -> int:
+    """aarch64 `sdot Vd.<T>, Vn.<T>, Vm.<T>` words in a library (any register, 64- or 128-bit form)."""
+    import numpy as np
+
+    data = library.read_bytes()
+    words = np.frombuffer(data[:len(data) // 4 * 4], dtype="<u4")
+    return int(((words & 0xBFE0FC00) == 0x0E809400).sum())
+
+
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_int8_build_for_rpi5_runs_its_products_on_sdot(model_files, tmp_path):
+    """MobileNetV2's blocks quantized for rpi5 (Cortex-A76, dot product): NHWC, the 1x1 convolutions on `sdot`,
+    and ONNX Runtime's outputs on the emulated Pi; the rpi4 library of the same model has no sdot."""
+    model = model_files["mobilenet_mini"]
+    libraries = {}
+    for target in ("rpi5", "rpi4"):
+        out = tmp_path / f"mobilenet-int8-{target}"
+        args = ["--target", target, "--model", model, "--quantize", "int8", "--out", out]
+        result = run_cli(*args, *(["--verify"] if target == "rpi5" else []))
+        if target == "rpi5":
+            assert_verified(result, out, "mobilenet_mini-int8", target)
+        assert result.returncode == 0, result.stderr[-3000:]
+        libraries[target] = out / "mobilenet_mini-int8.so"
+    assert sdot_instructions(libraries["rpi5"]) > 100 and sdot_instructions(libraries["rpi4"]) == 0
+
+
 @pytest.mark.emulated
 def test_verify_through_a_tracker(model_files, tmp_path):
     """--tracker HOST:PORT: the device comes from a running tracker, as on a real farm."""
