@@ -57,16 +57,19 @@ def passes(target) -> list:
 
 
 def _nt_product(a, b):
-    """C[m, n] = sum_k int32(A[m, k]) * int32(B[n, k]), B packed [N/16, K/4, 16, 4]: the block the
-    intrinsic's description matches, reading each 16 x 4 weight tile as 64 contiguous bytes."""
+    """C[..., n] = sum_k int32(A[..., k]) * int32(B[n, k]), B packed [N/16, K/4, 16, 4]: the block the
+    intrinsic's description matches, reading each 16 x 4 weight tile as 64 contiguous bytes. A keeps its
+    leading axes (pixels, tokens): a reshape to rows between the product and its fused requantization
+    makes index expressions whose constants overflow int32 in scheduling."""
     from tvm import te
 
-    k = te.reduce_axis((0, a.shape[1]), "k")
-    return te.compute((a.shape[0], b.shape[0] * N_GROUP),
-                      lambda m, n: te.sum(a[m, k].astype("int32")
-                                          * b[n // N_GROUP, k // K_GROUP, n % N_GROUP, k % K_GROUP].astype("int32"),
-                                          axis=k),
-                      name="dot_product")
+    k = te.reduce_axis((0, a.shape[-1]), "k")
+
+    def element(*index):
+        *rows, n = index
+        return te.sum(a[(*rows, k)].astype("int32")
+                      * b[n // N_GROUP, k // K_GROUP, n % N_GROUP, k % K_GROUP].astype("int32"), axis=k)
+    return te.compute((*a.shape[:-1], b.shape[0] * N_GROUP), element, name="dot_product")
 
 
 def rewrite(mod, activation: str = "uint8"):
@@ -132,7 +135,7 @@ def _make_mutator():
             super().__init__(mod)
             self.activation = activation
             self.rewritten = 0
-            # NCHW var -> the same values as pixel rows x channels [B*H*W, C]: an NCHW 1x1 convolution's product
+            # NCHW var -> the same values in NHWC, channels innermost: an NCHW 1x1 convolution's product
             # and the element-wise steps after it (its requantization) run in that layout, contiguous along
             # the channels, and the result is transposed to NCHW once, where something else reads it
             self.rows_of = {}
@@ -152,9 +155,7 @@ def _make_mutator():
             if rows is not None:
                 if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
                     rows = self.builder_.emit(rows, "rows")
-                batch, _, height, width = (int(d) for d in binding.var.ty.shape)
-                value = relax.op.permute_dims(relax.op.reshape(rows, [batch, height, width, int(rows.ty.shape[1])]),
-                                              [0, 3, 1, 2])
+                value = relax.op.permute_dims(rows, [0, 3, 1, 2])
             emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
             new_var = emit(value, binding.var.name)
             self.set_var_remap(binding.var, new_var)
@@ -184,18 +185,16 @@ def _make_mutator():
             return relax.Call(call.op, args, call.attrs, call.ty_args)
 
         def nchw_conv2d(self, call):
-            """A 1x1 stride-1 NCHW convolution: the product of its pixel rows (int32 [B*H*W, O]), or None."""
+            """A 1x1 stride-1 NCHW convolution: the product over the channels of its NHWC view (int32 [B, H, W, O]),
+            or None."""
             w, attrs = self.operands(call), call.attrs
             if (w is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or w.shape[2:] != (1, 1)
                     or int(attrs.groups) != 1 or any(int(s) != 1 for s in attrs.strides)
                     or any(int(p) for p in attrs.padding)):
                 return None
-            data = call.args[0]
-            batch, channels, height, width = (int(s) for s in data.ty.shape)
-            rows = self.held(data)  # the producer's rows when it was one of these: no transpose in between
-            if rows is None:
-                rows = relax.op.reshape(relax.op.permute_dims(data, [0, 2, 3, 1]), [batch * height * width, channels])
-            return self.product(rows, w[:, :, 0, 0])
+            rows = self.held(call.args[0])  # the producer's rows when it was one of these: no transpose between
+            return self.product(relax.op.permute_dims(call.args[0], [0, 2, 3, 1]) if rows is None else rows,
+                                w[:, :, 0, 0])
 
         def operands(self, call) -> Optional[np.ndarray]:
             """The constant int8 weight of an activation x int8 -> int32 product, or None."""
@@ -207,41 +206,36 @@ def _make_mutator():
             return w
 
         def product(self, rows, weight: np.ndarray):
-            """rows: 8-bit [M, K]; weight: int8 [N, K] -> int32 [M, N]."""
+            """rows: 8-bit [..., K]; weight: int8 [N, K] -> int32 [..., N]."""
             if not isinstance(rows, relax.Var):
                 rows = self.builder_.emit(rows, "rows")
-            k = int(rows.ty.shape[1])
+            rank, k = len(rows.ty.shape), int(rows.ty.shape[-1])
             if -k % K_GROUP:
-                rows = relax.op.nn.pad(rows, [0, 0, 0, -k % K_GROUP], pad_value=0.0)
+                rows = relax.op.nn.pad(rows, [0] * (2 * rank - 1) + [-k % K_GROUP], pad_value=0.0)
             packed = _packed(weight)
             # the product's pattern is OutEWiseFusable, as a legalized conv2d's: the requantization fuses into it
             # (TVM's pattern analysis calls the packed weight's index opaque)
             out = self.builder_.emit_te(_nt_product, rows, relax.const(packed), primfunc_name_hint="dot_product",
                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
             if packed.shape[0] * N_GROUP != weight.shape[0]:
-                out = relax.op.strided_slice(out, axes=[1], begin=[0], end=[weight.shape[0]])
+                out = relax.op.strided_slice(out, axes=[rank - 1], begin=[0], end=[weight.shape[0]])
             self.rewritten += 1
             return out
 
         def conv2d(self, call):
-            """A 1x1 stride-1 NHWC convolution: the product of its pixel rows, reshaped back."""
+            """A 1x1 stride-1 NHWC convolution: the product over its channels."""
             w, attrs = self.operands(call), call.attrs
             if (w is None or attrs.data_layout != "NHWC" or attrs.kernel_layout != "OHWI" or w.shape[1:3] != (1, 1)
                     or int(attrs.groups) != 1 or any(int(s) != 1 for s in attrs.strides)
                     or any(int(p) for p in attrs.padding) or str(attrs.out_layout) != "NHWC"):
                 return None
-            batch, height, width, channels = (int(s) for s in call.args[0].ty.shape)
-            out = self.product(relax.op.reshape(call.args[0], [batch * height * width, channels]), w[:, 0, 0, :])
-            return relax.op.reshape(out, [batch, height, width, w.shape[0]])
+            return self.product(call.args[0], w[:, 0, 0, :])
 
         def matmul(self, call):
-            """A product with a constant [K, N] weight, its leading axes as rows."""
+            """A product with a constant [K, N] weight."""
             w = self.operands(call)
             if w is None or w.ndim != 2:
                 return None
-            shape = [int(s) for s in call.args[0].ty.shape]
-            rows = relax.op.reshape(call.args[0], [int(np.prod(shape[:-1])), shape[-1]])
-            out = self.product(rows, np.ascontiguousarray(w.T))
-            return relax.op.reshape(out, [*shape[:-1], w.shape[1]])
+            return self.product(call.args[0], np.ascontiguousarray(w.T))
 
     return DotProducts
