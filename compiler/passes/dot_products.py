@@ -5,18 +5,21 @@ of 16 output channels and adds the sums to 16 int32 lanes; Arm's `sdot` does the
 for 4 channels. MetaSchedule tensorizes a block with them (schedules/intrinsics.py) only when the block
 reads both operands along the reduction axis, contiguously:
 
-    C[m, n] = sum_k A[m, k] * B[n // 16, k // 4, n % 16, k % 4]     A uint8 [M, K], B int8 (constant), C int32
+    C[..., n] = sum_k A[..., k] * B[n // 16, k // 4, n % 16, k % 4]    A 8-bit [..., K], B int8 constant, C int32
 
 An NCHW 1x1 convolution reads its activation along the pixels instead, and Relax's matmul reads its
 weight as [K, N]: neither is tensorized, and LLVM widens them to 16-bit products (`vpmaddwd`). On a
 target with such an instruction (`activation_type`), for a module with 8-bit convolutions, this pass
   1. converts the convolutions to NHWC (Relax's ConvertLayout: the element-wise requantization steps
      between them follow, and transposes remain only where an operator keeps NCHW), so that a 1x1
-     convolution's pixels are already rows of channels; not when a convolution is grouped (`_nhwc_pays`);
-  2. writes every 1x1 stride-1 NHWC convolution and every matrix product with a constant weight, on the
+     convolution reads its channels contiguously; not when a convolution is grouped (`_nhwc_pays`);
+  2. writes every 1x1 stride-1 convolution and every matrix product with a constant weight, on the
      target's activation type x int8, as the product above: weights packed at compile time in 16 x 4
      tiles of 64 contiguous bytes (an aligned 4 x 4 part of one is 16 contiguous bytes, sdot's tile),
-     zero-padded to whole tiles (the activation's channels padded to 4, the result sliced to N).
+     zero-padded to whole tiles (the activation's channels padded to 4, the result sliced to N). In a
+     model that kept NCHW, a 1x1 convolution runs on the NHWC view of its input, the element-wise steps
+     after it (its requantization) on that view too, and the result goes back to NCHW once, where an
+     operator other than these reads it.
 Elsewhere the products stay as integer_kernels wrote them.
 """
 from typing import Optional
@@ -72,7 +75,7 @@ def _nt_product(a, b):
     return te.compute((*a.shape[:-1], b.shape[0] * N_GROUP), element, name="dot_product")
 
 
-def rewrite(mod, activation: str = "uint8"):
+def rewrite(mod, activation: str):
     """(module, products rewritten): the products whose activations are `activation`."""
     from tvm import relax
 
