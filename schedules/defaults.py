@@ -604,22 +604,32 @@ def _tensorized_schedule(mod, target, spaces, postprocs) -> tuple:
     for k, space in enumerate(spaces):
         if not _tensorized(space):
             continue
-        sch = tvm.s_tir.Schedule(mod)
-        try:
-            space.trace.apply_to_schedule(sch, remove_postproc=True)
-            sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
-            refused = _postprocess(sch, postprocs)
-            if refused is None and "meta_schedule.auto_tensorize" in sch.mod.script():
-                refused = "the intrinsic did not match"
-            if refused is None:
+        sch, refused = replay_tensorized(mod, space, postprocs)
+        if refused is None:
+            try:
                 with target, tvm.transform.PassContext(opt_level=3):
                     tvm.tirx.build(sch.mod, target=target)
-        except Exception as err:  # noqa: BLE001
-            refused = _first_line(err)
+            except Exception as err:  # noqa: BLE001
+                refused = _first_line(err)
         if refused is None:
             return sch, f"tensorized (space {k})"
         reasons.append(f"space {k}: {refused}")
     return None, " | ".join(reasons)
+
+
+def replay_tensorized(mod, space, postprocs) -> tuple:
+    """(schedule, None or why refused): a tensorized design space replayed with its sampled decisions, without
+    the root's vectorize annotation, through the target's postprocessors (which tensorize the product)."""
+    sch = tvm.s_tir.Schedule(mod)
+    try:
+        space.trace.apply_to_schedule(sch, remove_postproc=True)
+        sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
+        refused = _postprocess(sch, postprocs)
+    except Exception as err:  # noqa: BLE001
+        return sch, _first_line(err)
+    if refused is None and "meta_schedule.auto_tensorize" in sch.mod.script():
+        refused = "the intrinsic did not match"
+    return sch, refused
 
 
 def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):

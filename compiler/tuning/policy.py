@@ -165,7 +165,7 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
 
     from schedules import intrinsics
 
-    intrinsics.register()  # the VNNI intrinsic that builds with TVM's LLVM, before the spaces name it
+    intrinsics.register()  # the strict byte dot products (schedules/intrinsics.py), before the spaces name them
     contexts, weights = [], []
     _drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])

@@ -97,11 +97,8 @@ def test_an_unpacked_product_is_not_tensorized(spec):
     ctx = defaults._context(mod, target, "unpacked")
     tensorized = [space for space in ctx.generate_design_space() if defaults._tensorized(space)]
     assert tensorized  # MetaSchedule's rule does offer the intrinsic here
-    sch = tvm.s_tir.Schedule(mod)
-    tensorized[0].trace.apply_to_schedule(sch, remove_postproc=True)
-    sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
-    sch.enter_postproc()
-    assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+    sch, refused = defaults.replay_tensorized(mod, tensorized[0], list(ctx.space_generator.postprocs))
+    assert refused is None, refused
     with pytest.raises(Exception, match="strides"), target, tvm.transform.PassContext(opt_level=3):
         tvm.tirx.build(sch.mod, target=target)
 
