@@ -45,28 +45,63 @@ def vector_and_scalar_fmas(library) -> tuple:
     return len(re.findall(r"\tfmla\s+v\d+\.4s", text)), len(re.findall(r"\tfmadd\s+s\d+", text))
 
 
+def by_element_lanes(library) -> int:
+    """By-element multiply-adds reading lane 1, 2 or 3 of a register (`fmla v.4s, v.4s, v.s[k]`, k > 0)."""
+    text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(library)], capture_output=True, text=True,
+                          check=True).stdout
+    return len(re.findall(r"\tfmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[[123]\]", text))
+
+
 def parallel_launches(library) -> bool:
     text = subprocess.run(["nm", "-D", str(library)], capture_output=True, text=True, check=True).stdout
     return "TVMBackendParallelLaunch" in text
 
 
-@pytest.mark.parametrize("target", ["host", "rpi4"])
-def test_a_deep_pointwise_convolution_is_blocked_for_l1(tmp_path, target):
-    """The 1x1 convolution over 512 channels on a 7x7 map gets channel vectors and a chunked channel reduction;
-    the other kernels' plans are left alone (numerics: the host test above, and the emulated Pi's verify)."""
+@pytest.fixture(scope="module", params=["host", "rpi4"])
+def kernel_class_plans(request, tmp_path_factory):
+    """({task: plan note} of the kernel classes' default schedules for the target, {tasks with a padding block})."""
     from compiler import targets
     from compiler.driver import CompileOptions, prepare_onnx
     from compiler.passes import pipeline
     from schedules import defaults
+    from tvm.s_tir import meta_schedule as ms
 
-    onnx = onnx_models.export("kernel_classes", tmp_path / "kernel_classes.onnx")
-    target = targets.load(target).tvm_target()
+    onnx = onnx_models.export("kernel_classes", tmp_path_factory.mktemp("plans") / "kernel_classes.onnx")
+    target = targets.load(request.param).tvm_target()
     model = prepare_onnx(CompileOptions(target="host", model=str(onnx)))
-    _, results = defaults.default_database(pipeline.tunable_module(pipeline.import_onnx(model), target), target)
+    mod = pipeline.tunable_module(pipeline.import_onnx(model), target)
+    _, results = defaults.default_database(mod, target)
     notes = {result.name: result.note for result in results if result.ok}
     assert len(notes) == len(results)  # every kernel scheduled
+    padded = {task.task_name for task in ms.relax_integration.extract_tasks(mod, target)
+              if has_padding(task.dispatched[0])}
+    return notes, padded
+
+
+def has_padding(task_mod) -> bool:
+    """Whether a kernel copies an input into a padded buffer (`if_then_else(inside, x, 0)` per element)."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(task_mod)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    return any(sch.can_decompose_padding(block, sch.get_loops(block)[0]) for block in blocks)
+
+
+def test_a_deep_pointwise_convolution_is_blocked_for_l1(kernel_class_plans):
+    """The 1x1 convolution over 512 channels on a 7x7 map gets channel vectors and a chunked channel reduction;
+    the other kernels' plans are left alone (numerics: the host test above, and the emulated Pi's verify)."""
+    notes, _ = kernel_class_plans
     blocked = [name for name, note in notes.items() if "k-chunk=" in note]
     assert len(blocked) == 1 and "chan-vec" in notes[blocked[0]], notes
+
+
+def test_padded_inputs_are_filled_and_copied_with_vectors(kernel_class_plans):
+    """Every padded convolution (here the grouped 3x3 and the strided depthwise 5x5) copies its input into the
+    padded buffer as a vector fill plus a branch-free copy, not one if_then_else per element (numerics: the
+    kernel-class tests on the host and the emulated Pi)."""
+    notes, padded = kernel_class_plans
+    assert len(padded) == 2, padded
+    assert all("padding split" in notes[name] for name in padded), {name: notes[name] for name in padded}
 
 
 @pytest.mark.slow
@@ -87,10 +122,13 @@ def test_the_aarch64_library_is_parallel_and_vectorised(tmp_path):
     assert parallel_launches(library)
     vector, scalar = vector_and_scalar_fmas(library)
     assert vector > 4 * scalar, (vector, scalar)
+    # the pointwise convolutions' weights come four channels to a register, each channel a lane of by-element
+    # multiply-adds (schedules/defaults.py, _lane_operand)
+    assert by_element_lanes(library) > 100
     # Switched off: TVM's bare loop nests, one thread and mostly scalar (what the defaults are measured against).
     (tmp_path / "off").mkdir()
     _, plain, bare = build(tmp_path / "off", "mobilenet_mini", "rpi4", "--default-schedules", "off")
-    assert plain["tuning"]["kernels_default"] == 0 and not parallel_launches(bare)
+    assert plain["tuning"]["kernels_default"] == 0 and not parallel_launches(bare) and by_element_lanes(bare) == 0
     bare_vector, bare_scalar = vector_and_scalar_fmas(bare)
     assert vector / (vector + scalar) > bare_vector / (bare_vector + bare_scalar), (vector, scalar, bare_vector,
                                                                                    bare_scalar)
