@@ -11,7 +11,9 @@ the target's machine model (vector lanes, vector registers, cores):
   - the register tile over the axes the vector operand is reused across, up to (vector registers - 4)
     accumulators;
   - small kernel windows whole inside, channels up to 16; outer tiles giving >= 4 x cores parallel jobs;
-  - unrolling of the register tile when its body is small; producers kept at root.
+  - unrolling of the register tile when its body is small; producers kept at root;
+  - padded input copies split into a vector fill and a branch-free copy; on NEON, a product's broadcast
+    operand read four channels to a register, each a lane of by-element multiply-adds.
 The target's postprocessors (parallelise/vectorise/unroll rewrite, reduction rewrite, weight layout rewrite)
 then run as they do for tuned schedules, and the traces go into an in-memory database that the pipeline
 applies like a tuned one. Kernels a tuned database already scheduled are left alone. docs/arm-without-a-board.md
@@ -656,7 +658,7 @@ def _split_padding(sch, machine: Machine) -> int:
     """Split every padding block at the root (`pad[..] = if_then_else(inside, x[..], c)`) into a fill of the
     whole buffer with `c` and a copy of the inside, both vectorised; returns how many were split. The
     vectoriser scalarises an if_then_else with a vector condition, so a convolution's padded copy of its
-    input otherwise runs one element at a time: about 8 aarch64 instructions an element, 40-60% of a
+    input otherwise runs one element at a time (a compare, a branch, a load and a store each), most of a
     depthwise convolution's instructions. The fill is a run of vector stores; the copy has no branch."""
     split = 0
     for block in sch.get_child_blocks(sch.get_sblock("root")):
