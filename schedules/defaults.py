@@ -330,8 +330,15 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     if lanes is not None:
         inner_r = {i: (L if i == lanes[1] else 1) for i in reduction}
 
-    # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1
-    outer0, got = _outer_tiles(spatial, extents, vec, reg, machine)
+    # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1; split first along the axes whose
+    # jobs re-read the least: every job reads all of each operand that does not vary along its split axis
+    def reread(i):
+        return sum(math.prod(int(d) for d in region.source.shape) for region, _ in reads
+                   if all(var_of[i] not in _vars_in(r.min) for r in region.region))
+    order = sorted(spatial, key=reread)
+    outer0, got = _outer_tiles(order, extents, vec, reg, machine)
+    if has_reduction:
+        outer0, got = _jobs_within_l1(order, extents, vec, reg, outer0, reads, var_of)
 
     tiles = []
     for i in range(len(iters)):
@@ -389,8 +396,28 @@ def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: i
     return found
 
 
+def _jobs_within_l1(order, extents, vec: dict, reg: dict, outer0: dict, reads, var_of) -> tuple:
+    """(S0 tiles, parallel jobs) with the first axis of `order` split further until one job's share of the
+    operands that vary along it takes at most half of L1: a job's other loops then re-read that share from L1
+    (a 1x1 convolution's input rows, once per tile of output channels) instead of from L2."""
+    axis = next((i for i in order if extents[i] // (vec.get(i, 1) * reg.get(i, 1)) > 1), None)
+    if axis is None:
+        return outer0, math.prod(outer0.values())
+    varying = sum(math.prod(int(d) for d in region.source.shape) for region, _ in reads
+                  if any(var_of[axis] in _vars_in(r.min) for r in region.region))
+    outer0 = dict(outer0)
+    room = extents[axis] // (vec.get(axis, 1) * reg.get(axis, 1))
+    while varying * 4 // outer0.get(axis, 1) > L1_BYTES // 2:
+        larger = [d for d in _divisors(room) if d > outer0.get(axis, 1)]
+        if not larger:
+            break
+        outer0[axis] = larger[0]
+    return outer0, math.prod(outer0.values())
+
+
 def _outer_tiles(spatial, extents, vec: dict, reg: dict, machine: Machine) -> tuple:
-    """({spatial iterator: outermost tile}, parallel jobs): smallest factors that give >= 4 x cores jobs."""
+    """({spatial iterator: outermost tile}, parallel jobs): smallest factors that give >= 4 x cores jobs, taken
+    along the iterators in the order given."""
     want, got, outer0 = 4 * machine.cores, 1, {}
     for i in spatial:
         rest = extents[i] // (vec.get(i, 1) * reg.get(i, 1))
