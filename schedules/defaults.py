@@ -117,6 +117,9 @@ class TilePlan:
     # operand is read into a
     # register-sized local buffer per R0 step, L channels per vector (_lane_operand)
     lane_read: Optional[tuple] = None
+    # (block name, buffer name, spatial loops per level): the vector operand, an activation whose channels are
+    # planes apart (NCHW), is copied per parallel job into a contiguous buffer (_pack_per_job)
+    packed: Optional[tuple] = None
 
 
 L1_BYTES = 32 * 1024  # the L1 data cache a K-blocked working set is sized for (Cortex-A72/A76; x86 has 32-48 KiB)
@@ -361,10 +364,16 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
     note = (f"vec={ {var_of[i]: f for i, f in vec.items()} } reg={ {var_of[i]: f for i, f in reg.items()} } "
             f"r1={ {var_of[i]: f for i, f in inner_r.items() if f > 1} } par={got}"
             + (f" lanes={lanes[0]}" if lanes is not None else ""))
-    lane_read = None
+    lane_read, packed = None, None
     if lanes is not None:
         lane_read = (str(block.name_hint), lanes[0], lanes[2], len(spatial), len(reduction))
-    return TilePlan(tiles=tiles, unroll=unroll, note=note, lane_read=lane_read)
+        channel_planes = [str(region.source.name) for region, free in reads if not free
+                          and any(v in _vars_in(r.min) for r in region.region for v in vec_vars)
+                          and any(var_of[i] in _vars_in(r.min) for r in region.region[:-1] for i in reduction)]
+        if channel_planes:
+            packed = (str(block.name_hint), channel_planes[0], len(spatial))
+            note += " packed"
+    return TilePlan(tiles=tiles, unroll=unroll, note=note, lane_read=lane_read, packed=packed)
 
 
 SHORTEST_LANE_REDUCTION = 6  # steps of L channels: MobileViT's 16-channel 1x1 convolution (4 steps) spilled
@@ -380,6 +389,8 @@ def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: i
     for region, _ in reads:
         if any(v in _vars_in(r.min) for r in region.region for v in vec_vars):
             continue  # the vector operand
+        if str(region.source.dtype) != "float32":
+            return None  # the lanes are float32 lanes; integer products keep their plans (docs/int8.md)
         varying = [d for d, r in enumerate(region.region)
                    if any(extents[i] > 1 for i in range(len(var_of)) if var_of[i] in _vars_in(r.min))]
         if not varying:
@@ -609,6 +620,19 @@ def _block_reduction(sch, name: str, n_spatial: int, r_position: int, inner: int
     sch.reorder(outer, *s1)
 
 
+def _pack_per_job(sch, name: str, buffer: str, n_spatial: int, machine: Machine) -> None:
+    """Copy one parallel job's share of `buffer` into a buffer of its own at the last S0 loop of block `name`,
+    its rows vectorised. In NCHW the channel planes of a large map lie a multiple of the L1 way size apart, so
+    the channels of one pixel tile all fall in one cache set and evict each other (the A76's 64 KiB 4-way L1D:
+    16 KiB a way, one 64x64 plane); packed, a job's rows are contiguous and stay in L1 across its tiles of
+    output channels."""
+    block_rv = sch.get_sblock(name)
+    index = next(k for k, region in enumerate(sch.get(block_rv).reads) if str(region.source.name) == buffer)
+    cache = sch.cache_read(block_rv, index, "global")
+    sch.compute_at(cache, list(sch.get_loops(block_rv))[n_spatial - 1], preserve_unit_loops=True)
+    _vector_split(sch, list(sch.get_loops(cache))[-1], machine)
+
+
 def _read_in_lanes(sch, name: str, buffer: str, dim: int, n_spatial: int, n_reduction: int) -> None:
     """Read `buffer` into a local buffer at the last R0 loop of block `name`, its channel dimension `dim`
     vectorised: LLVM keeps the local buffer in vector registers and turns each element read into a lane."""
@@ -797,6 +821,8 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
             for plan in decider.plans:
                 if plan.lane_read is not None:
                     _read_in_lanes(sch, *plan.lane_read)
+                if plan.packed is not None:
+                    _pack_per_job(sch, *plan.packed, machine)
             for plan in decider.plans:
                 if plan.k_block is not None:
                     _block_reduction(sch, *plan.k_block)

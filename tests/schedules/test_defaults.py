@@ -57,17 +57,16 @@ def parallel_launches(library) -> bool:
     return "TVMBackendParallelLaunch" in text
 
 
-@pytest.fixture(scope="module", params=["host", "rpi4"])
-def kernel_class_plans(request, tmp_path_factory):
-    """({task: plan note} of the kernel classes' default schedules for the target, {tasks with a padding block})."""
+def default_plans(folder, name: str, target_name: str) -> tuple:
+    """({task: plan note} of model `name`'s default schedules for the target, {tasks with a padding block})."""
     from compiler import targets
     from compiler.driver import CompileOptions, prepare_onnx
     from compiler.passes import pipeline
     from schedules import defaults
     from tvm.s_tir import meta_schedule as ms
 
-    onnx = onnx_models.export("kernel_classes", tmp_path_factory.mktemp("plans") / "kernel_classes.onnx")
-    target = targets.load(request.param).tvm_target()
+    onnx = onnx_models.export(name, folder / f"{name}.onnx")
+    target = targets.load(target_name).tvm_target()
     model = prepare_onnx(CompileOptions(target="host", model=str(onnx)))
     mod = pipeline.tunable_module(pipeline.import_onnx(model), target)
     _, results = defaults.default_database(mod, target)
@@ -76,6 +75,11 @@ def kernel_class_plans(request, tmp_path_factory):
     padded = {task.task_name for task in ms.relax_integration.extract_tasks(mod, target)
               if has_padding(task.dispatched[0])}
     return notes, padded
+
+
+@pytest.fixture(scope="module", params=["host", "rpi4"])
+def kernel_class_plans(request, tmp_path_factory):
+    return default_plans(tmp_path_factory.mktemp("plans"), "kernel_classes", request.param)
 
 
 def has_padding(task_mod) -> bool:
@@ -102,6 +106,20 @@ def test_padded_inputs_are_filled_and_copied_with_vectors(kernel_class_plans):
     notes, padded = kernel_class_plans
     assert len(padded) == 2, padded
     assert all("padding split" in notes[name] for name in padded), {name: notes[name] for name in padded}
+
+
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_neon_pointwise_products_read_channels_in_lanes_from_packed_rows(tmp_path, target):
+    """On NEON, MobileNetV2's 1x1 convolutions over 24 or more channels take the weights four channels to a
+    register and copy each parallel job's input rows into a contiguous buffer; x86 keeps its plans (numerics:
+    the emulated Pi's verify of mobilenet_mini in tests/test_e2e.py)."""
+    notes, _ = default_plans(tmp_path, "mobilenet_mini", target)
+    laned = [name for name, note in notes.items() if "lanes=" in note]
+    packed = [name for name, note in notes.items() if "packed" in note]
+    if target == "host":
+        assert not laned and not packed, notes
+    else:
+        assert len(laned) >= 3 and set(packed) <= set(laned) and packed, notes
 
 
 @pytest.mark.slow
