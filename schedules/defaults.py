@@ -114,8 +114,7 @@ class TilePlan:
     # block's S1 loops, so one parallel job's accumulators, weights and inputs of a chunk stay in L1
     k_block: Optional[tuple] = None
     # (block name, buffer name, its channel dimension, spatial loops per level, reduction loops): the broadcast
-    # operand is read into a
-    # register-sized local buffer per R0 step, L channels per vector (_lane_operand)
+    # operand is read into a register-sized buffer per R0 step, L channels per vector (_lane_operand)
     lane_read: Optional[tuple] = None
     # (block name, buffer name, spatial loops per level): the vector operand, an activation whose channels are
     # planes apart (NCHW), is copied per parallel job into a contiguous buffer (_pack_per_job)
@@ -380,7 +379,8 @@ SHORTEST_LANE_REDUCTION = 6  # steps of L channels: MobileViT's 16-channel 1x1 c
 
 
 def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: int):
-    """(buffer name, reduction iterator) of the operand a NEON register tile broadcasts, when it can come as
+    """(buffer name, reduction iterator, buffer dimension it indexes) of the operand a NEON register tile
+    broadcasts, when it can come as
     whole vectors: it does not vary along the vector tile, and its innermost dimension is a reduction axis read
     contiguously whose extent is a multiple of the lanes. Loaded L channels at a time into a register, each
     element feeds a by-element multiply-add (fmla v.4s, v.4s, v.s[k]): one load per L channels of a
@@ -390,7 +390,7 @@ def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: i
         if any(v in _vars_in(r.min) for r in region.region for v in vec_vars):
             continue  # the vector operand
         if str(region.source.dtype) != "float32":
-            return None  # the lanes are float32 lanes; integer products keep their plans (docs/int8.md)
+            return None  # the lanes are float32 lanes; integer products keep their plans
         varying = [d for d, r in enumerate(region.region)
                    if any(extents[i] > 1 for i in range(len(var_of)) if var_of[i] in _vars_in(r.min))]
         if not varying:
@@ -634,8 +634,8 @@ def _pack_per_job(sch, name: str, buffer: str, n_spatial: int, machine: Machine)
 
 
 def _read_in_lanes(sch, name: str, buffer: str, dim: int, n_spatial: int, n_reduction: int) -> None:
-    """Read `buffer` into a local buffer at the last R0 loop of block `name`, its channel dimension `dim`
-    vectorised: LLVM keeps the local buffer in vector registers and turns each element read into a lane."""
+    """Read `buffer` into a small buffer at the last R0 loop of block `name`, its channel dimension `dim`
+    vectorised: LLVM keeps that buffer in vector registers and turns each element read into a lane."""
     block_rv = sch.get_sblock(name)
     index = next(k for k, region in enumerate(sch.get(block_rv).reads) if str(region.source.name) == buffer)
     cache = sch.cache_read(block_rv, index, "global")  # TVM 0.27 keeps a small "global" buffer on the stack (an
