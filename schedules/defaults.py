@@ -380,9 +380,9 @@ SHORTEST_LANE_REDUCTION = 6  # steps of L channels: MobileViT's 16-channel 1x1 c
 
 def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: int):
     """(buffer name, reduction iterator, buffer dimension it indexes) of the operand a NEON register tile
-    broadcasts, when it can come as
-    whole vectors: it does not vary along the vector tile, and its innermost dimension is a reduction axis read
-    contiguously whose extent is a multiple of the lanes. Loaded L channels at a time into a register, each
+    broadcasts, when it can come as whole vectors: it does not vary along the vector tile, and its innermost
+    varying dimension is a reduction axis read contiguously whose extent is a multiple of the lanes (and at least
+    SHORTEST_LANE_REDUCTION vectors). Loaded L channels at a time into a register, each
     element feeds a by-element multiply-add (fmla v.4s, v.4s, v.s[k]): one load per L channels of a
     register-tile row instead of a scalar load (or a pair) per channel."""
     found = None
