@@ -620,15 +620,22 @@ def _block_reduction(sch, name: str, n_spatial: int, r_position: int, inner: int
     sch.reorder(outer, *s1)
 
 
+def _stack_copy(sch, name: str, buffer: str) -> tuple:
+    """(block, copy block): block `name` reads `buffer` through a copy in "global" scope. TVM 0.27 keeps a
+    constant-size "global" buffer under 1 KiB on the stack (an alloca LLVM can promote to registers), a larger
+    one in the workspace allocator, and every "local" one in the workspace allocator."""
+    block_rv = sch.get_sblock(name)
+    index = next(k for k, region in enumerate(sch.get(block_rv).reads) if str(region.source.name) == buffer)
+    return block_rv, sch.cache_read(block_rv, index, "global")
+
+
 def _pack_per_job(sch, name: str, buffer: str, n_spatial: int, machine: Machine) -> None:
     """Copy one parallel job's share of `buffer` into a buffer of its own at the last S0 loop of block `name`,
     its rows vectorised. In NCHW the channel planes of a large map lie a multiple of the L1 way size apart, so
     the channels of one pixel tile all fall in one cache set and evict each other (the A76's 64 KiB 4-way L1D:
     16 KiB a way, one 64x64 plane); packed, a job's rows are contiguous and stay in L1 across its tiles of
     output channels."""
-    block_rv = sch.get_sblock(name)
-    index = next(k for k, region in enumerate(sch.get(block_rv).reads) if str(region.source.name) == buffer)
-    cache = sch.cache_read(block_rv, index, "global")
+    block_rv, cache = _stack_copy(sch, name, buffer)
     sch.compute_at(cache, list(sch.get_loops(block_rv))[n_spatial - 1], preserve_unit_loops=True)
     _vector_split(sch, list(sch.get_loops(cache))[-1], machine)
 
@@ -636,10 +643,7 @@ def _pack_per_job(sch, name: str, buffer: str, n_spatial: int, machine: Machine)
 def _read_in_lanes(sch, name: str, buffer: str, dim: int, n_spatial: int, n_reduction: int) -> None:
     """Read `buffer` into a small buffer at the last R0 loop of block `name`, its channel dimension `dim`
     vectorised: LLVM keeps that buffer in vector registers and turns each element read into a lane."""
-    block_rv = sch.get_sblock(name)
-    index = next(k for k, region in enumerate(sch.get(block_rv).reads) if str(region.source.name) == buffer)
-    cache = sch.cache_read(block_rv, index, "global")  # TVM 0.27 keeps a small "global" buffer on the stack (an
-    # alloca LLVM promotes to registers) and puts a "local" one in the workspace allocator
+    block_rv, cache = _stack_copy(sch, name, buffer)
     r0_last = list(sch.get_loops(block_rv))[2 * n_spatial + n_reduction - 1]
     sch.compute_at(cache, r0_last, preserve_unit_loops=True)
     own = list(sch.get_loops(cache))[2 * n_spatial + n_reduction:]
