@@ -334,10 +334,7 @@ def plan_block(sch, block_rv, machine: Machine, tiling: str) -> Optional[TilePla
 
     # ---- outer tiles: S0 for >= 4 x cores parallel jobs, the rest S1; split first along the axes whose
     # jobs re-read the least: every job reads all of each operand that does not vary along its split axis
-    def reread(i):
-        return sum(math.prod(int(d) for d in region.source.shape) for region, _ in reads
-                   if all(var_of[i] not in _vars_in(r.min) for r in region.region))
-    order = sorted(spatial, key=reread)
+    order = sorted(spatial, key=lambda i: _operand_elements(reads, var_of[i], varying=False))
     outer0, got = _outer_tiles(order, extents, vec, reg, machine)
     if has_reduction:
         outer0, got = _jobs_within_l1(order, extents, vec, reg, outer0, reads, var_of)
@@ -407,6 +404,12 @@ def _lane_operand(reads, vec_vars, var_obj, var_of, reduction, extents, lanes: i
     return found
 
 
+def _operand_elements(reads, var: str, varying: bool) -> int:
+    """Elements of the read operands whose index does (varying) or does not use iterator `var`."""
+    return sum(math.prod(int(d) for d in region.source.shape) for region, _ in reads
+               if any(var in _vars_in(r.min) for r in region.region) == varying)
+
+
 def _jobs_within_l1(order, extents, vec: dict, reg: dict, outer0: dict, reads, var_of) -> tuple:
     """(S0 tiles, parallel jobs) with the first axis of `order` split further until one job's share of the
     operands that vary along it takes at most half of L1: a job's other loops then re-read that share from L1
@@ -414,8 +417,7 @@ def _jobs_within_l1(order, extents, vec: dict, reg: dict, outer0: dict, reads, v
     axis = next((i for i in order if extents[i] // (vec.get(i, 1) * reg.get(i, 1)) > 1), None)
     if axis is None:
         return outer0, math.prod(outer0.values())
-    varying = sum(math.prod(int(d) for d in region.source.shape) for region, _ in reads
-                  if any(var_of[axis] in _vars_in(r.min) for r in region.region))
+    varying = _operand_elements(reads, var_of[axis], varying=True)
     outer0 = dict(outer0)
     room = extents[axis] // (vec.get(axis, 1) * reg.get(axis, 1))
     while varying * 4 // outer0.get(axis, 1) > L1_BYTES // 2:
