@@ -208,6 +208,8 @@ def compile_model(options: CompileOptions) -> CompileResult:
     if options.layout is None:
         key = key.with_layout(tuning_db.preferred_layout(key, explicit=options.database))
         options = dataclasses.replace(options, layout=key.layout)
+    if options.tune is not None:
+        tuning.check_options(options.tune, can_checkpoint=True)  # a bad budget is refused before anything is made
     if options.tune is not None and not options.tune.wait_for_database:  # another run writes it: refuse now
         lock.refuse_if_held(tuning_db.for_build(key, options.database).path)
     say(f"[1/4] importing {model.path.name} into Relax")

@@ -142,8 +142,9 @@ def test_a_malformed_tracker_is_refused_before_the_build(tmp_path):
     assert "[1/4]" not in result.stderr
 
 
-def test_a_tuning_budget_of_zero(tmp_path):
+def test_a_tuning_budget_of_zero_is_refused_before_a_database_folder_is_made(tmp_path):
     assert_user_error(build(make_model(tmp_path / "m.onnx"), tmp_path, "--tune", "--trials", "0"), "--trials 0")
+    assert not tuning_db.for_build(tuning_db.DatabaseKey(targets.load("host"), "m", "stock", "prepack"), None).path.exists()
 
 
 # --- the target ---

@@ -63,7 +63,9 @@ def _refusal(folder: Path) -> UserError:
 
 def refuse_if_held(folder: Path) -> None:
     """Fail at once, before any slow work, if another process writes `folder` (the writer's own lock is taken
-    later, by `exclusive`)."""
+    later, by `exclusive`). A folder with no lock file has no writer, and is left uncreated."""
+    if not (Path(folder) / LOCK_FILE).exists():
+        return
     with unless_held(folder) as free:
         if not free:
             raise _refusal(Path(folder))

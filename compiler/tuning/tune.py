@@ -194,7 +194,7 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     records, out_dir) -> library` builds the model with a MetaSchedule database (needed for checkpoint_every).
     Candidates are measured on the boards behind `tracker` (HOST:PORT), else on the host or emulated Pis.
     The database's write lock is held from before the first read to the last write."""
-    check_options(options, build_checkpoint)
+    check_options(options, can_checkpoint=build_checkpoint is not None)
     schedules.register()  # the project's schedule rules, before tasks are extracted
     with database.writing(wait=options.wait_for_database):
         check_resume(database, preset, fingerprint, options.allow_other_cpu)
@@ -203,11 +203,11 @@ def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerp
     return summary
 
 
-def check_options(options: TuneOptions, build_checkpoint=None) -> None:
+def check_options(options: TuneOptions, can_checkpoint: bool) -> None:
     """Refuse a budget, checkpoint spacing or population that cannot work, before any slow step."""
     if options.trials <= 0:
         raise UserError(f"--trials {options.trials}: give a positive trial budget, e.g. --trials 2000")
-    if options.checkpoint_every is not None and (options.checkpoint_every <= 0 or build_checkpoint is None):
+    if options.checkpoint_every is not None and (options.checkpoint_every <= 0 or not can_checkpoint):
         raise UserError(f"--checkpoint-every {options.checkpoint_every}: give a positive number of trials between "
                         "end-to-end measurements, e.g. --checkpoint-every 100")
     if options.search_population is not None and options.search_population < 64:

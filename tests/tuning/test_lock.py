@@ -128,3 +128,9 @@ def test_two_tuning_runs_on_one_database(tiny_cnn_onnx, tmp_path):
     assert len(runs) == 2 and all(run["ended"] != "interrupted" for run in runs)
     assert runs[0]["trials_before"] == 0 and runs[1]["trials_before"] == runs[0]["trials_after"] >= 12
     assert runs[1]["trials_after"] == len(records(database)) >= 20
+
+
+def test_checking_a_database_nobody_has_made_creates_nothing(tmp_path):
+    folder = tmp_path / "host" / "cpu" / "model-prepack"
+    lock.refuse_if_held(folder)
+    assert not (tmp_path / "host").exists()
