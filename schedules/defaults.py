@@ -34,7 +34,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.sym.pattern import detect_linear_equation
 from tvm.tirx.analysis import undefined_vars
 
-from schedules import intrinsics as intrinsics_module
+from schedules import intrinsics as intrinsics_module, pair_sums
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -787,6 +787,10 @@ def replay_tensorized(mod, space, postprocs) -> tuple:
 def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):
     """(scheduled tvm.s_tir.Schedule or None, KernelResult) for one task module."""
     started = time.perf_counter()
+    if pair_sums.applies(mod):
+        intrinsics_module.register()
+        sch, note = pair_sums.schedule(mod, machine.vector_registers)
+        return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
     if any(_tensorized(space) for space in spaces) and _packed_product(mod):

@@ -1,4 +1,4 @@
-"""int8 products in the layout of the CPU's dot-product instruction, so that its tensor intrinsic applies.
+"""int8 products in the layout of the CPU's multiply-add instructions, so that a tensor intrinsic computes them.
 
 AVX-512 VNNI's `vpdpbusd` multiplies 4 consecutive uint8 activations by 4 consecutive int8 weights of each
 of 16 output channels and adds the sums to 16 int32 lanes; Arm's `sdot` does the same on int8 activations
@@ -7,33 +7,59 @@ reads both operands along the reduction axis, contiguously:
 
     C[..., n] = sum_k A[..., k] * B[n // 16, k // 4, n % 16, k % 4]    A 8-bit [..., K], B int8 constant, C int32
 
-An NCHW 1x1 convolution reads its activation along the pixels instead, and Relax's matmul reads its
-weight as [K, N]: neither is tensorized, and LLVM widens them to 16-bit products (`vpmaddwd`). On a
-target with such an instruction (`activation_type`), for a module with 8-bit convolutions, this pass
+An Arm CPU without `sdot` (Cortex-A72) multiplies 16 int8 activations by 16 int8 weights of one channel with
+`smull`, `smlal2` and `sadalp` into 4 int32 partial sums (schedules/intrinsics.py's PAIR_SUMS), added up once
+per output after the whole reduction (schedules/pair_sums.py schedules it):
+
+    P[..., n, j] = sum_{k // 16, r} A[..., k] * W[n, k]    k = 16 (k // 16) + pair_byte(j, r);  C = sum_j P
+
+The form each target takes is a row of FORMS. An NCHW 1x1 convolution reads its activation along the pixels
+instead, and Relax's matmul reads its weight as [K, N]: neither is tensorized, and LLVM widens them to 16-bit
+or 32-bit products. On a target with a form, for a module with 8-bit convolutions, this pass
   1. converts the convolutions to NHWC (Relax's ConvertLayout: the element-wise requantization steps
      between them follow, and transposes remain only where an operator keeps NCHW), so that a 1x1
      convolution reads its channels contiguously; not when a convolution is grouped (`_nhwc_pays`);
   2. writes every 1x1 stride-1 convolution and every matrix product with a constant weight, on the
-     target's activation type x int8, as the product above: weights packed at compile time in 16 x 4
-     tiles of 64 contiguous bytes (an aligned 4 x 4 part of one is 16 contiguous bytes, sdot's tile),
-     zero-padded to whole tiles (the activation's channels padded to 4, the result sliced to N). In a
-     model that kept NCHW, a 1x1 convolution runs on the NHWC view of its input, the element-wise steps
-     after it (its requantization) on that view too, and the result goes back to NCHW once, where an
-     operator other than these reads it.
+     target's activation type x int8, in the target's form: weights packed at compile time (VNNI and sdot:
+     16 x 4 tiles of 64 contiguous bytes, an aligned 4 x 4 part of one being sdot's 16 contiguous bytes;
+     pair sums: rows of K bytes), zero-padded to whole groups (the activation's channels padded to the
+     form's k_group, the result sliced to N). In a model that kept NCHW, a 1x1 convolution runs on the
+     NHWC view of its input, the element-wise steps after it (its requantization) on that view too, and
+     the result goes back to NCHW once, where an operator other than these reads it.
 Elsewhere the products stay as integer_kernels wrote them.
 """
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-K_GROUP, N_GROUP = 4, 16  # the intrinsic's reduction group and output lanes
+K_GROUP, N_GROUP = 4, 16  # the dot-product intrinsics' reduction group and output lanes
 OUT_ELEMWISE_FUSABLE = 4  # tvm.relax's OpPatternKind.kOutEWiseFusable
 
 
-def activation_type(target) -> Optional[str]:
-    """The 8-bit activation type whose products `target`'s dot-product intrinsic computes, or None:
-    uint8 on x86 with AVX-512 VNNI (`vpdpbusd`, schedules/intrinsics.py), int8 on aarch64 with the dot
-    product extension (`sdot`, TVM's dot_4x4_i8i8s32_sdot: A76, Neoverse N1/V1, Orin)."""
+@dataclass(frozen=True)
+class ProductForm:
+    """How one family of instructions wants an 8-bit product written."""
+
+    name: str  # the product's block (and kernel) name
+    activation: str  # the activation type the instruction multiplies
+    k_group: int  # activation channels are zero-padded to a multiple of this
+    n_group: int  # output channels the packed weight is padded to a multiple of
+    weight_min: int  # the smallest weight the instruction sums exactly (pair sums: two products in 16 bits)
+
+
+FORMS = {
+    "vnni": ProductForm("dot_product", "uint8", K_GROUP, N_GROUP, -128),
+    "sdot": ProductForm("dot_product", "int8", K_GROUP, N_GROUP, -128),
+    "pair_sums": ProductForm("pair_sums", "int8", 16, 1, -127),
+}
+
+
+
+def product_form(target) -> Optional[ProductForm]:
+    """The form of `target`'s 8-bit products, or None (an x86 CPU without AVX-512 VNNI: LLVM's own
+    `vpmaddwd` products stay): VNNI's `vpdpbusd` on uint8 activations, `sdot` on int8 with the Arm dot
+    product extension (A76, Neoverse N1/V1, Orin), NEON pair sums on int8 on any other aarch64 CPU (A72)."""
     import tvm
 
     try:
@@ -42,20 +68,26 @@ def activation_type(target) -> Optional[str]:
         return None
     triple = str(target.attrs.get("mtriple", "") or tvm.target.codegen.llvm_get_system_triple())
     if triple.startswith("aarch64"):
-        return "int8" if "dotprod" in features else None
-    return "uint8" if "avx512vnni" in features else None
+        return FORMS["sdot" if "dotprod" in features else "pair_sums"]
+    return FORMS["vnni"] if "avx512vnni" in features else None
+
+
+def activation_type(target) -> Optional[str]:
+    """The 8-bit activation type whose products `target`'s form computes, or None."""
+    form = product_form(target)
+    return form.activation if form is not None else None
 
 
 def passes(target) -> list:
     """The pass for `target`, or none."""
-    activation = None if target is None else activation_type(target)
-    if activation is None:
+    form = None if target is None else product_form(target)
+    if form is None:
         return []
     import tvm
 
     @tvm.transform.module_pass(opt_level=0, name="DotProductLayout")
     def dot_product_layout(mod, _ctx):
-        return rewrite(mod, activation)[0]
+        return rewrite(mod, form)[0]
     return [dot_product_layout]
 
 
@@ -75,14 +107,33 @@ def _nt_product(a, b):
     return te.compute((*a.shape[:-1], b.shape[0] * N_GROUP), element, name="dot_product")
 
 
-def rewrite(mod, activation: str):
-    """(module, products rewritten): the products whose activations are `activation`."""
+def _pair_product(a, w):
+    """C[..., n] = sum_k int32(A[..., k]) * int32(W[n, k]), K a multiple of 16: 4 partial sums per output in
+    the lanes the pair-sums intrinsic adds each 16 bytes into (schedules/intrinsics.py), then their total."""
+    from tvm import te
+
+    from schedules.intrinsics import PAIR_BYTES, PAIR_LANES, pair_byte
+
+    kb = te.reduce_axis((0, a.shape[-1] // PAIR_BYTES), "kb")
+    r = te.reduce_axis((0, PAIR_LANES), "r")
+
+    def partial(*index):
+        *rows, n, j = index
+        k = kb * PAIR_BYTES + pair_byte(j, r)
+        return te.sum(a[(*rows, k)].astype("int32") * w[n, k].astype("int32"), axis=[kb, r])
+    sums = te.compute((*a.shape[:-1], w.shape[-2], PAIR_LANES), partial, name="pair_sums")
+    lane = te.reduce_axis((0, PAIR_LANES), "lane")
+    return te.compute(sums.shape[:-1], lambda *index: te.sum(sums[(*index, lane)], axis=lane), name="pair_total")
+
+
+def rewrite(mod, form: ProductForm):
+    """(module, products rewritten): the products whose activations are `form`'s type, in `form`."""
     from tvm import relax
 
     if _nhwc_pays(mod):
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
         mod = relax.transform.FoldConstant()(mod)  # the weights' layout transforms, on the constants
-    mutator = _make_mutator()(mod, activation)
+    mutator = _make_mutator()(mod, form)
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
@@ -115,8 +166,11 @@ def _constant(expr) -> Optional[np.ndarray]:
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
 
 
-def _packed(w: np.ndarray) -> np.ndarray:
-    """[N, K] int8 weights, zero-padded to whole groups, as [N/16, K/4, 16, 4] tiles of 64 bytes."""
+def _packed(w: np.ndarray, form: ProductForm = FORMS["vnni"]) -> np.ndarray:
+    """[N, K] int8 weights, zero-padded to whole groups: as [N/16, K/4, 16, 4] tiles of 64 bytes for the dot
+    products, as [N, K] rows for the pair sums."""
+    if form.name == "pair_sums":
+        return np.ascontiguousarray(np.pad(w, ((0, 0), (0, -w.shape[1] % form.k_group))).astype("int8"))
     n, k = w.shape
     w = np.pad(w, ((0, -n % N_GROUP), (0, -k % K_GROUP))).astype("int8")
     tiles = w.reshape(w.shape[0] // N_GROUP, N_GROUP, w.shape[1] // K_GROUP, K_GROUP)
@@ -134,9 +188,9 @@ def _make_mutator():
 
     @mutator
     class DotProducts(PyExprMutator):
-        def __init__(self, mod, activation: str):
+        def __init__(self, mod, form: ProductForm):
             super().__init__(mod)
-            self.activation = activation
+            self.form = form
             self.rewritten = 0
             # NCHW var -> the same values in NHWC, channels innermost: an NCHW 1x1 convolution's product
             # and the element-wise steps after it (its requantization) run in that layout, contiguous along
@@ -200,11 +254,11 @@ def _make_mutator():
                                 w[:, :, 0, 0])
 
         def operands(self, call) -> Optional[np.ndarray]:
-            """The constant int8 weight of an activation x int8 -> int32 product, or None."""
+            """The constant int8 weight of an activation x int8 -> int32 product the form sums exactly, or None."""
             data, weight = call.args
             w = _constant(weight)
-            if (w is None or str(w.dtype) != "int8" or str(data.ty.dtype) != self.activation
-                    or str(call.attrs.out_dtype) != "int32"):
+            if (w is None or str(w.dtype) != "int8" or str(data.ty.dtype) != self.form.activation
+                    or str(call.attrs.out_dtype) != "int32" or w.min(initial=0) < self.form.weight_min):
                 return None
             return w
 
@@ -212,16 +266,19 @@ def _make_mutator():
             """rows: 8-bit [..., K]; weight: int8 [N, K] -> int32 [..., N]."""
             if not isinstance(rows, relax.Var):
                 rows = self.builder_.emit(rows, "rows")
-            rank, k = len(rows.ty.shape), int(rows.ty.shape[-1])
-            if -k % K_GROUP:
-                rows = relax.op.nn.pad(rows, [0] * (2 * rank - 1) + [-k % K_GROUP], pad_value=0.0)
-            packed = _packed(weight)
+            rank, k, form = len(rows.ty.shape), int(rows.ty.shape[-1]), self.form
+            if -k % form.k_group:
+                rows = self.builder_.emit(relax.op.nn.pad(rows, [0] * (2 * rank - 1) + [-k % form.k_group],
+                                                          pad_value=0.0), "rows")
+            packed = _packed(weight, form)
             # the product's pattern is OutEWiseFusable, as a legalized conv2d's: the requantization fuses into it
             # (TVM's pattern analysis calls the packed weight's index opaque)
-            out = self.builder_.emit_te(_nt_product, rows, relax.const(packed), primfunc_name_hint="dot_product",
+            compute = _pair_product if form.name == "pair_sums" else _nt_product
+            out = self.builder_.call_te(compute, rows, relax.const(packed), primfunc_name_hint=form.name,
                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
-            if packed.shape[0] * N_GROUP != weight.shape[0]:
-                out = relax.op.strided_slice(out, axes=[rank - 1], begin=[0], end=[weight.shape[0]])
+            if packed.shape[0] * form.n_group != weight.shape[0]:  # a call, not a var: an alias stops fusion
+                out = relax.op.strided_slice(self.builder_.emit(out, form.name), axes=[rank - 1], begin=[0],
+                                             end=[weight.shape[0]])
             self.rewritten += 1
             return out
 

@@ -1,4 +1,7 @@
-"""int8 products in the dot-product layout: tensorized with `vpdpbusd` (AVX-512 VNNI) or `sdot` (Arm), exact."""
+"""int8 products in the layout of the CPU's instructions: tensorized with `vpdpbusd` (AVX-512 VNNI), `sdot` (Arm
+with the dot product) or NEON pair sums (`smull`, `smlal2`, `sadalp`: the A72), exact."""
+import re
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,8 @@ A72 = {"kind": "llvm", "mcpu": "cortex-a72", "mtriple": "aarch64-linux-gnu", "ma
 A76 = {"kind": "llvm", "mcpu": "cortex-a76", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"],
        "num-cores": 4}
 INSTRUCTION = {"uint8": "vpdpbusd", "int8": "sdot"}
+SPECS = {"vnni": VNNI, "a76": A76, "a72": A72}
+SIGNATURE = {"vnni": "vpdpbusd", "a76": "sdot", "a72": "smlal2"}  # an instruction of each target's products
 
 
 def target_of(spec):
@@ -24,12 +29,13 @@ def host_target():
     return target_of({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
 
 
-def test_each_target_takes_the_activation_type_of_its_instruction():
-    assert dot_products.activation_type(target_of(VNNI)) == "uint8"
-    assert dot_products.activation_type(target_of(A76)) == "int8"
+def test_each_target_takes_the_form_and_activation_type_of_its_instructions():
+    assert dot_products.product_form(target_of(VNNI)) == dot_products.FORMS["vnni"]
+    assert dot_products.product_form(target_of(A76)) == dot_products.FORMS["sdot"]
+    assert dot_products.product_form(target_of(A72)) == dot_products.FORMS["pair_sums"]
+    assert [dot_products.activation_type(target_of(spec)) for spec in (VNNI, A76, A72)] == ["uint8", "int8", "int8"]
     assert dot_products.activation_type(target_of(AVX512_WITHOUT_VNNI)) is None
-    assert dot_products.activation_type(target_of(A72)) is None
-    assert dot_products.passes(target_of(A72)) == []
+    assert dot_products.passes(target_of(AVX512_WITHOUT_VNNI)) == []
 
 
 def packed_product_module(activation: str, rows: int, depth: int, channels: int):
@@ -48,7 +54,7 @@ def scheduled_library(mod, target):
     from schedules import defaults
 
     sch, result = defaults.schedule_task(mod, target, defaults.machine_of(target), defaults.Options())
-    assert result.ok and result.note.startswith("tensorized"), result
+    assert result.ok and result.note.startswith(("tensorized", "pair sums")), result
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.tirx.build(sch.mod, target=target)
 
@@ -111,41 +117,118 @@ def test_packing_pads_to_whole_tiles():
     assert packed[1, 1, 3, 1] == w[19, 5] and packed[1, 1, 4, 0] == 0 and packed[0, 1, 0, 2] == 0
 
 
-def product_tasks(model, target):
+def product_tasks(model, target, block="dot_product"):
     from tvm.s_tir import meta_schedule as ms
 
     mod = pipeline.tunable_module(pipeline.import_onnx(model), target, "stock", None, "prepack")
-    return mod, [t for t in ms.relax_integration.extract_tasks(mod, target) if "dot_product" in t.task_name]
+    return mod, [t for t in ms.relax_integration.extract_tasks(mod, target) if block in t.task_name]
 
 
-@pytest.mark.parametrize("activation", ["uint8", "int8"])
-def test_an_ungrouped_models_convolutions_become_nhwc_tensorized_products(activation, tmp_path):
+@pytest.mark.parametrize("name", ["vnni", "a76", "a72"])
+def test_an_ungrouped_models_convolutions_become_nhwc_tensorized_products(name, tmp_path):
     """MobileNetV2's blocks (1x1 and depthwise convolutions): NHWC, every 1x1 convolution and the classifier a
-    dot_product kernel on the target whose instruction takes the activation type, each tensorized."""
+    product kernel in the target's form, each tensorized with the target's instruction."""
     import onnx_models
     from compiler.frontend import onnx_model, quantize
 
+    target = target_of(SPECS[name])
+    form = dot_products.product_form(target)
     path = tmp_path / "mobilenet_mini-int8.onnx"
-    quantize.quantize(onnx_model.load(onnx_models.export("mobilenet_mini", tmp_path / "m.onnx")), path, activation)
+    quantize.quantize(onnx_model.load(onnx_models.export("mobilenet_mini", tmp_path / "m.onnx")), path,
+                      form.activation)
     model = onnx_model.load(path)
-    target = target_of(VNNI if activation == "uint8" else A76)
-    mod, tasks = product_tasks(model, target)
+    mod, tasks = product_tasks(model, target, form.name)
     pointwise = sum(1 for node in model.proto.graph.node if node.op_type == "Conv"
                     and next(a.ints for a in node.attribute if a.name == "kernel_shape") == [1, 1])
     assert "nhwc" in mod.script(show_meta=False)
     assert len(tasks) >= min(pointwise, 2), [t.task_name for t in tasks]
     for task in tasks:
-        assert INSTRUCTION[activation] in scheduled_library(task.dispatched[0], target).inspect_source("asm")
+        assert SIGNATURE[name] in scheduled_library(task.dispatched[0], target).inspect_source("asm")
 
 
 def test_a_grouped_convolution_keeps_nchw(kernel_classes_qdq):
     """The kernel-classes model has a grouped 3x3 convolution: its convolutions stay NCHW (NHWC grouped
     convolutions are slower); its three 1x1 convolutions and the classifier still become products, each with
-    its requantization (or bias) fused in, tensorized."""
+    its requantization (or bias) fused in, tensorized (int8 activations: on the A76 and on the A72)."""
     model, activation = kernel_classes_qdq
-    target = target_of(VNNI if activation == "uint8" else A76)
-    mod, tasks = product_tasks(model, target)
-    assert "nhwc" not in mod.script(show_meta=False)
-    assert len(tasks) == 4 and all("_add" in t.task_name for t in tasks), [t.task_name for t in tasks]
-    for task in tasks:
-        assert INSTRUCTION[activation] in scheduled_library(task.dispatched[0], target).inspect_source("asm")
+    for name in ("vnni",) if activation == "uint8" else ("a76", "a72"):
+        target = target_of(SPECS[name])
+        mod, tasks = product_tasks(model, target, dot_products.product_form(target).name)
+        assert "nhwc" not in mod.script(show_meta=False)
+        assert len(tasks) == 4 and all("_add" in t.task_name for t in tasks), [t.task_name for t in tasks]
+        for task in tasks:
+            assert SIGNATURE[name] in scheduled_library(task.dispatched[0], target).inspect_source("asm")
+
+
+def pair_product_module(rows: int, depth: int, channels: int):
+    """The A72 form as a PrimFunc: int8 [1, rows, depth] x int8 [channels, depth] -> int32 [1, rows, channels]."""
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((1, rows, depth), "int8", "a")
+    w = te.placeholder((channels, depth), "int8", "w")
+    return tvm.IRModule({"main": te.create_prim_func([a, w, dot_products._pair_product(a, w)])})
+
+
+def test_the_pair_sums_keep_a_register_tile_of_accumulators():
+    """14-pixel rows of 176 channels: XNNPACK's A72 tile (2 rows x 8 channels), accumulators, operands and
+    temporaries within NEON's 32 registers; the inner loop is three instructions per 16 multiply-adds plus
+    the loads, and every 4 accumulators are added up with addp."""
+    from schedules import pair_sums
+
+    assert pair_sums.register_tile(14, 176, 32) == (2, 8)
+    for rows, channels in ((196, 48), (49, 84), (7, 1000), (56, 24)):
+        r, n = pair_sums.register_tile(rows, channels, 32)
+        assert rows % r == 0 and channels % n == 0 and r * n + r + n + pair_sums.TEMPORARIES <= 32
+    asm = scheduled_library(pair_product_module(14, 176, 64), target_of(A72)).inspect_source("asm")
+    counts = {op: len(re.findall(rf"\t{op}\t", asm)) for op in ("smull", "smlal2", "sadalp", "addp")}
+    assert counts["smull"] >= 16 and counts["smlal2"] >= 16 and counts["sadalp"] >= 16 and counts["addp"] >= 12, counts
+
+
+def test_weights_of_minus_128_keep_the_widened_product():
+    """Two products of -128 x -128 overflow the 16-bit sum: such a weight keeps integer_kernels' product."""
+    import tvm
+    from tvm import relax
+
+    def module(weight):
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 7, 7, 32), "int8"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(weight), data_layout="NHWC", kernel_layout="OHWI",
+                                                      out_dtype="int32"))
+            bb.emit_func_output(y)
+        return bb.get()
+
+    form = dot_products.FORMS["pair_sums"]
+    weight = np.ones((16, 1, 1, 32), "int8")
+    assert dot_products.rewrite(module(weight), form)[1] == 1
+    weight[3, 0, 0, 5] = -128
+    assert dot_products.rewrite(module(weight), form)[1] == 0
+
+
+@pytest.mark.emulated
+def test_the_pair_sums_are_exact_on_the_emulated_pi(tmp_path):
+    """The A72 product against numpy's int32 product on the emulated Pi, at the extremes the 16-bit sums must
+    hold (activations of -128 against weights of -127 and 127), K padded as the pass pads it."""
+    import tvm
+
+    from compiler import targets
+    from compiler.artifact.linker import find_linker
+    from compiler.device.session import open_session
+
+    rows, depth, channels = 28, 48, 24
+    library = scheduled_library(pair_product_module(rows, depth, channels), target_of(A72))
+    library.export_library(str(tmp_path / "pairs.so"), fcompile=find_linker("aarch64-linux-gnu"))
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (1, rows, depth)).astype("int8")
+    w = rng.integers(-127, 128, (channels, depth)).astype("int8")
+    a[0, :2] = -128
+    w[0], w[1] = -127, 127
+    with open_session(targets.load("rpi4")) as session:
+        session.upload(str(tmp_path / "pairs.so"))
+        device = session.cpu()
+        out = tvm.runtime.tensor(np.zeros((1, rows, channels), "int32"), device)
+        session.load_module("pairs.so")["main"](tvm.runtime.tensor(a, device), tvm.runtime.tensor(w, device), out)
+        got = out.numpy()
+    np.testing.assert_array_equal(got, a.astype("int32") @ w.astype("int32").T)
