@@ -270,11 +270,15 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
                                       after_failures=lambda: _servers_left(check, preset, database))
                 database.record_seed(summary.seed.as_dict())
                 spent = database.record_count()
-                if options.trials - spent <= 0:
-                    return _finish(summary, database, started)
             checkpointer = None
             if options.checkpoint_every:
                 checkpointer = _checkpointer(database, reached, device, options, spent, db, build_checkpoint, started)
+            if options.trials - spent <= 0:  # the seeds spent the budget: the run's curve is the point it ends at
+                if checkpointer is not None:
+                    checkpointer.final(spent)
+                    checkpointer.save()
+                return _finish(summary, database, started)
+            if checkpointer is not None:
                 checkpointer.maybe(spent)
             _search(ms, contexts, weights, database, db, builder, runner, cost_model, options, spent, per_iter,
                     policy_state, checkpointer, check, summary, preset)

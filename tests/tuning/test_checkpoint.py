@@ -89,3 +89,19 @@ def test_a_library_inside_the_project_is_logged_relative_to_it():
 
     assert shown(ROOT / "build" / "checkpoints" / "x.so") == "build/checkpoints/x.so"
     assert library_path({"library": "build/checkpoints/x.so"}) == ROOT / "build" / "checkpoints" / "x.so"
+
+
+def test_a_run_whose_seeds_spend_the_budget_still_has_its_end_point(tiny_cnn_onnx, tmp_path):
+    """Two trials, both spent replaying the default schedules of two tasks: the run ends before any search,
+    and its checkpoint log still has the point it ended at (a curve of what the budget bought)."""
+    import subprocess
+
+    from test_tune import CLEAN_ENV, records, tune_cmd
+
+    database = tmp_path / "db"
+    result = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 2, "--checkpoint-every", "1"),
+                            capture_output=True, text=True, env=CLEAN_ENV, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(records(database)) == 2
+    checkpoints = read_log(database)["checkpoints"]
+    assert [c["trials"] for c in checkpoints] == [2] and checkpoints[0]["latency_ms"] > 0
