@@ -122,13 +122,16 @@ def _dot_function(dot: DotProduct, describe: bool):
     return dot_function
 
 
+def _neon(name: str, dtype: str, *args):
+    """A call of the NEON LLVM intrinsic llvm.aarch64.neon.<name> returning `dtype`."""
+    from tvm.script import tirx as T
+
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(f"llvm.aarch64.neon.{name}"), *args, dtype=dtype)
+
+
 def _pair_sums(describe: bool):
     """C[j] += sum_r A[pair_byte(j, r)] * B[pair_byte(j, r)]: the loops, or smull, smlal2 and sadalp."""
     from tvm.script import tirx as T
-
-    def smull(a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), a, b,
-                                       dtype="int16x8")
 
     @T.prim_func(s_tir=True)
     def pair_sums(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -146,12 +149,12 @@ def _pair_sums(describe: bool):
                             B[vr // 2 * 8 + vj * 2 + vr % 2], "int32")
             else:
                 # one expression: a name bound here would be a "local" buffer, allocated per call at run time
-                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"),
-                    smull(T.vectorlow(A.vload([0], "int8x16"), dtype="int8x8"),
+                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _neon(
+                    "saddlp.v4i32.v8i16", "int32x4",
+                    _neon("smull.v8i16", "int16x8", T.vectorlow(A.vload([0], "int8x16"), dtype="int8x8"),
                           T.vectorlow(B.vload([0], "int8x16"), dtype="int8x8"))
-                    + smull(T.vectorhigh(A.vload([0], "int8x16"), dtype="int8x8"),
-                            T.vectorhigh(B.vload([0], "int8x16"), dtype="int8x8")), dtype="int32x4")
+                    + _neon("smull.v8i16", "int16x8", T.vectorhigh(A.vload([0], "int8x16"), dtype="int8x8"),
+                            T.vectorhigh(B.vload([0], "int8x16"), dtype="int8x8")))
     return pair_sums
 
 
@@ -160,8 +163,7 @@ def _lane_totals(describe: bool):
     from tvm.script import tirx as T
 
     def addp(a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), a, b,
-                                       dtype="int32x4")
+        return _neon("addp.v4i32", "int32x4", a, b)
 
     @T.prim_func(s_tir=True)
     def lane_totals(s: T.handle, c: T.handle) -> None:
