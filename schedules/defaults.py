@@ -791,6 +791,9 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
         intrinsics_module.register()
         sch, note = pair_sums.schedule(mod, machine.vector_registers)
         return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
+    if pair_sums.has_windows(mod):
+        sch, note = pair_sums.schedule_windows(mod)
+        return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
     if any(_tensorized(space) for space in spaces) and _packed_product(mod):

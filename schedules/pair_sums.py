@@ -81,3 +81,38 @@ def schedule(mod, registers: int):
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(lane, PAIR_SUMS)
     return sch, f"pair sums {rows}x{nn} par={int(sch.get(job).extent)}"
+
+
+WINDOWS, WINDOW = "windows", "window"  # the im2col block of compiler/passes/dot_products.py, its annotation
+
+
+def has_windows(mod) -> bool:
+    """Whether the task copies a convolution's windows into rows for a pair-sums product."""
+    import tvm
+
+    try:
+        tvm.s_tir.Schedule(mod).get_sblock(WINDOWS)
+    except Exception:  # noqa: BLE001 - no such block
+        return False
+    return True
+
+
+def schedule_windows(mod):
+    """(tvm.s_tir.Schedule, note): the zero tail of every row in 16-byte stores, then the windows copied with
+    the row index split into (channel, ky, kx), so no element divides its index; rows of (group, y) in parallel."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(mod)
+    block = sch.get_sblock(WINDOWS)
+    per_group, kh, kw = (int(v) for v in sch.get(block).annotations[WINDOW])
+    group, y, col, k = sch.get_loops(block)
+    job = sch.fuse(group, y)
+    sch.parallel(job)
+    fill = sch.decompose_padding(block, col)
+    fill_col, fill_k = sch.get_loops(fill)[-2:]
+    sch.vectorize(sch.split(sch.fuse(fill_col, fill_k), [None, 16])[1])
+    k = sch.get_loops(block)[-1]
+    _, ky, kx = sch.split(k, [per_group, kh, kw])
+    sch.unroll(ky)
+    sch.unroll(kx)
+    return sch, f"windows {per_group}x{kh}x{kw} par={int(sch.get(job).extent)}"

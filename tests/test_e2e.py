@@ -75,6 +75,20 @@ def test_int8_build_matches_onnxruntime_on_the_emulated_pi(tiny_cnn_onnx, tmp_pa
     assert json.loads((out / "tiny_cnn-int8.json").read_text())["quantization"]["activation_type"] == "int8"
 
 
+@pytest.mark.emulated
+def test_int8_grouped_convolution_products_match_onnxruntime_on_the_emulated_pi(onnx_dir, tmp_path):
+    """The kernel-classes model for rpi4: its grouped 3x3 convolution becomes a pair-sums product of its windows,
+    requantized in its groups' rows, beside the 1x1 products, the depthwise convolution and the attention
+    (tests/passes/test_dot_products.py checks that structure); ONNX Runtime's outputs on the emulated Pi within
+    the int8 tolerance."""
+    out = tmp_path / "kernel-classes-int8-rpi4"
+    model = onnx_models.export("kernel_classes", onnx_dir / "kernel_classes.onnx")
+    result = run_cli("--target", "rpi4", "--model", model, "--quantize", "int8", "--verify", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 2e-2, result.stdout
+
+
 def sdot_instructions(library) -> int:
     """aarch64 `sdot Vd.<T>, Vn.<T>, Vm.<T>` words in a library (any register, 64- or 128-bit form)."""
     import numpy as np

@@ -25,7 +25,11 @@ or 32-bit products. On a target with a form, for a module with 8-bit convolution
      pair sums: rows of K bytes), zero-padded to whole groups (the activation's channels padded to the
      form's k_group, the result sliced to N). In a model that kept NCHW, a 1x1 convolution runs on the
      NHWC view of its input, the element-wise steps after it (its requantization) on that view too, and
-     the result goes back to NCHW once, where an operator other than these reads it.
+     the result goes back to NCHW once, where an operator other than these reads it;
+  3. in the pair-sums form, also writes an NCHW convolution with a window (3x3, strided, grouped; not
+     depthwise) as the product of its windows: its input copied into rows of Cg x KH x KW bytes per group
+     (`_windows`, im2col, a kernel of its own), times each group's weights; the rows of group g are
+     [G, H, W, C/G], whose requantization runs on them before the result goes back to NCHW.
 Elsewhere the products stay as integer_kernels wrote them.
 """
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ from typing import Optional
 import numpy as np
 
 K_GROUP, N_GROUP = 4, 16  # the dot-product intrinsics' reduction group and output lanes
-OUT_ELEMWISE_FUSABLE = 4  # tvm.relax's OpPatternKind.kOutEWiseFusable
+OUT_ELEMWISE_FUSABLE, OPAQUE = 4, 8  # tvm.relax's OpPatternKind.kOutEWiseFusable and kOpaque
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,16 @@ class ProductForm:
     k_group: int  # activation channels are zero-padded to a multiple of this
     n_group: int  # output channels the packed weight is padded to a multiple of
     weight_min: int  # the smallest weight the instruction sums exactly (pair sums: two products in 16 bits)
+    windows: bool  # whether convolutions with a window (3x3, strided, grouped) are written as products of windows
 
 
 FORMS = {
-    "vnni": ProductForm("dot_product", "uint8", K_GROUP, N_GROUP, -128),
-    "sdot": ProductForm("dot_product", "int8", K_GROUP, N_GROUP, -128),
-    "pair_sums": ProductForm("pair_sums", "int8", 16, 1, -127),
+    "vnni": ProductForm("dot_product", "uint8", K_GROUP, N_GROUP, -128, windows=False),
+    "sdot": ProductForm("dot_product", "int8", K_GROUP, N_GROUP, -128, windows=False),
+    "pair_sums": ProductForm("pair_sums", "int8", 16, 1, -127, windows=True),
 }
-
+WINDOW = "window"  # the windows block's annotation: [channels per group, KH, KW] (schedules/pair_sums.py)
+MIN_WINDOW_BYTES = 24  # a shorter window would be mostly padding (depthwise convolutions are left out anyway)
 
 
 def product_form(target) -> Optional[ProductForm]:
@@ -109,7 +115,8 @@ def _nt_product(a, b):
 
 def _pair_product(a, w):
     """C[..., n] = sum_k int32(A[..., k]) * int32(W[n, k]), K a multiple of 16: 4 partial sums per output in
-    the lanes the pair-sums intrinsic adds each 16 bytes into (schedules/intrinsics.py), then their total."""
+    the lanes the pair-sums intrinsic adds each 16 bytes into (schedules/intrinsics.py), then their total.
+    A weight of rank 3 is per group: W[g, n, k] for the rows A[g, ...]."""
     from tvm import te
 
     from schedules.intrinsics import PAIR_BYTES, PAIR_LANES, pair_byte
@@ -120,10 +127,28 @@ def _pair_product(a, w):
     def partial(*index):
         *rows, n, j = index
         k = kb * PAIR_BYTES + pair_byte(j, r)
-        return te.sum(a[(*rows, k)].astype("int32") * w[n, k].astype("int32"), axis=[kb, r])
+        weight = w[rows[0], n, k] if len(w.shape) == 3 else w[n, k]
+        return te.sum(a[(*rows, k)].astype("int32") * weight.astype("int32"), axis=[kb, r])
     sums = te.compute((*a.shape[:-1], w.shape[-2], PAIR_LANES), partial, name="pair_sums")
     lane = te.reduce_axis((0, PAIR_LANES), "lane")
     return te.compute(sums.shape[:-1], lambda *index: te.sum(sums[(*index, lane)], axis=lane), name="pair_total")
+
+
+def _windows(x, groups: int, kernel, strides, depth: int):
+    """im2col: windows[g, y, x, k] = X[0, g Cg + c, y sy + ky, x sx + kx] for k = (c KH + ky) KW + kx (the order
+    of an OIHW weight's row), zero from Cg KH KW to `depth`; the input is already padded (integer_kernels)."""
+    from tvm import te, tirx
+
+    _, c, h, w = (int(d) for d in x.shape)
+    per_group, (kh, kw), (sy, sx) = c // groups, kernel, strides
+    taps = kh * kw
+
+    def element(g, y, col, k):
+        channel = tirx.min(k // taps, per_group - 1)  # in bounds where the zero is taken
+        value = x[0, g * per_group + channel, y * sy + k % taps // kw, col * sx + k % kw]
+        return tirx.if_then_else(k < per_group * taps, value, tirx.const(0, x.dtype))
+    return te.compute((groups, (h - kh) // sy + 1, (w - kw) // sx + 1, depth), element, name="windows",
+                      attrs={WINDOW: [per_group, kh, kw]})
 
 
 def rewrite(mod, form: ProductForm):
@@ -202,6 +227,7 @@ def _make_mutator():
             rows = None
             if isinstance(value, relax.Call) and value.op == conv2d:
                 rows = self.nchw_conv2d(value)
+                rows = self.windowed_conv2d(value) if rows is None else rows
                 product = None if rows is not None else self.conv2d(value)
                 value = value if product is None else product
             elif isinstance(value, relax.Call) and value.op == matmul:
@@ -213,28 +239,38 @@ def _make_mutator():
                 if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
                     rows = self.builder_.emit(rows, "rows")
                 value = relax.op.permute_dims(rows, [0, 3, 1, 2])
+                groups = int(rows.ty.shape[0])
+                if groups > 1:  # [G, H, W, C/G] rows of a grouped convolution: [G, C/G, H, W] is NCHW's order
+                    value = relax.op.reshape(self.builder_.emit(value, "nchw"),
+                                             [1, groups * int(rows.ty.shape[3]), *(int(d) for d in (rows.ty.shape[1], rows.ty.shape[2]))])
             emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
             new_var = emit(value, binding.var.name)
             self.set_var_remap(binding.var, new_var)
             if rows is not None:
                 self.rows_of[new_var] = rows
 
-        def held(self, expr):
-            """The rows form of `expr`, or None (constants compare as expressions: only vars are looked up)."""
-            return self.rows_of.get(expr) if isinstance(expr, relax.Var) else None
+        def held(self, expr, grouped: bool = True):
+            """The rows form of `expr`, or None (constants compare as expressions: only vars are looked up);
+            with grouped=False only plain NHWC rows (a grouped convolution's rows hold one group each)."""
+            rows = self.rows_of.get(expr) if isinstance(expr, relax.Var) else None
+            return None if rows is None or (not grouped and int(rows.ty.shape[0]) != 1) else rows
 
         def elementwise(self, call):
             """An element-wise step on one value held as rows, with scalar or per-channel [1, C, 1, 1] constants:
-            the same step on the rows, the constants as [C]; None for anything else."""
-            if sum(1 for arg in call.args if self.held(arg) is not None) != 1:
+            the same step on the rows, the constants as [C] (as [G, 1, 1, C/G] on a grouped convolution's rows);
+            None for anything else."""
+            held = [self.held(arg) for arg in call.args if self.held(arg) is not None]
+            if len(held) != 1:
                 return None
+            groups = int(held[0].ty.shape[0])
             args = []
             for arg in call.args:
-                held, c = self.held(arg), _constant(arg)
-                if held is not None:
-                    args.append(held)
+                rows, c = self.held(arg), _constant(arg)
+                if rows is not None:
+                    args.append(rows)
                 elif c is not None and c.ndim == 4 and c.shape[0] == 1 and c.shape[2:] == (1, 1):
-                    args.append(relax.const(c.reshape(-1), str(c.dtype)))
+                    shape = (-1,) if groups == 1 else (groups, 1, 1, -1)
+                    args.append(relax.const(c.reshape(shape), str(c.dtype)))
                 elif c is not None and c.size == 1:
                     args.append(relax.const(c.reshape(()), str(c.dtype)))
                 else:
@@ -249,7 +285,7 @@ def _make_mutator():
                     or int(attrs.groups) != 1 or any(int(s) != 1 for s in attrs.strides)
                     or any(int(p) for p in attrs.padding)):
                 return None
-            rows = self.held(call.args[0])  # the producer's rows when it was one of these: no transpose between
+            rows = self.held(call.args[0], grouped=False)  # the producer's rows when it was one of these: no transpose
             return self.product(relax.op.permute_dims(call.args[0], [0, 2, 3, 1]) if rows is None else rows,
                                 w[:, :, 0, 0])
 
@@ -290,6 +326,30 @@ def _make_mutator():
                     or any(int(p) for p in attrs.padding) or str(attrs.out_layout) != "NHWC"):
                 return None
             return self.product(call.args[0], w[:, 0, 0, :])
+
+        def windowed_conv2d(self, call):
+            """An NCHW convolution with a window, a stride or groups (not depthwise), in a form that takes them: the
+            windows of its input as rows of Cg x KH x KW bytes per group (`_windows`), their product with each
+            group's weights, and the result back in NCHW; None for anything else."""
+            w, attrs, x = self.operands(call), call.attrs, call.args[0]
+            if (w is None or not self.form.windows or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
+                    or any(int(p) for p in attrs.padding) or any(int(d) != 1 for d in attrs.dilation)
+                    or int(x.ty.shape[0]) != 1 or str(attrs.out_layout) != "NCHW"):
+                return None
+            groups, (channels, depth, kh, kw) = int(attrs.groups), w.shape
+            if depth == 1 or depth * kh * kw < MIN_WINDOW_BYTES or (kh, kw) == (1, 1) and groups == 1:
+                return None
+            weight = w.reshape(groups, channels // groups, depth * kh * kw)
+            weight = np.pad(weight, ((0, 0), (0, 0), (0, -weight.shape[-1] % self.form.k_group)))
+            # opaque: fused with its producers, the windows would recompute each input element (a requantized
+            # sigmoid gate, say) for every window it is in
+            windows = self.builder_.emit_te(_windows, x, groups, (kh, kw), [int(s) for s in attrs.strides],
+                                            weight.shape[-1], primfunc_name_hint="windows",
+                                            primfunc_attrs={"op_pattern": OPAQUE})
+            self.rewritten += 1
+            return self.builder_.call_te(_pair_product, windows, relax.const(weight.astype("int8")),
+                                         primfunc_name_hint=self.form.name,
+                                         primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
 
         def matmul(self, call):
             """A product with a constant [K, N] weight."""
