@@ -739,11 +739,7 @@ def _first_line(err: Exception) -> str:
 def _packed_product(mod) -> bool:
     """Whether the task computes compiler/passes/dot_products.py's product, whose weights are packed in the
     contiguous tiles the CPU's dot-product intrinsics read."""
-    try:
-        tvm.s_tir.Schedule(mod).get_sblock("dot_product")
-    except Exception:  # noqa: BLE001 - no such block
-        return False
-    return True
+    return pair_sums.has_block(mod, "dot_product")
 
 
 def _tensorized_schedule(mod, target, spaces, postprocs) -> tuple:
@@ -787,11 +783,11 @@ def replay_tensorized(mod, space, postprocs) -> tuple:
 def schedule_task(mod, target, machine: Machine, options: Options, name: str = "main"):
     """(scheduled tvm.s_tir.Schedule or None, KernelResult) for one task module."""
     started = time.perf_counter()
-    if pair_sums.applies(mod):
+    if pair_sums.has_block(mod, pair_sums.BLOCK):
         intrinsics_module.register()
         sch, note = pair_sums.schedule(mod, machine.vector_registers)
         return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
-    if pair_sums.has_windows(mod):
+    if pair_sums.has_block(mod, pair_sums.WINDOWS):
         sch, note = pair_sums.schedule_windows(mod)
         return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
     ctx = _context(mod, target, name)

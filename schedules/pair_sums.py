@@ -1,4 +1,5 @@
-"""The schedule of an int8 product written as pair sums (compiler/passes/dot_products.py): Arm CPUs without sdot.
+"""The schedules of an int8 product written as pair sums (compiler/passes/dot_products.py), on Arm CPUs without
+sdot, and of the window copies (im2col) that feed a convolution's windows to it.
 
 One parallel job computes R rows x NN output channels. For every 16 bytes of the reduction it loads R
 activation vectors and NN weight vectors once and calls the pair-sums intrinsic (smull, smlal2, sadalp:
@@ -13,16 +14,17 @@ from typing import Optional, Tuple
 from schedules.intrinsics import LANE_TOTALS, PAIR_LANES as LANES, PAIR_SUMS
 
 BLOCK, TOTAL = "pair_sums", "pair_total"  # the partial sums' block and the block adding each output's four
+WINDOWS, WINDOW = "windows", "window"  # the window copy's block and its annotation [Cg, KH, KW]
 TEMPORARIES = 2  # the 16-bit product sums in flight
 MAX_ROWS, MAX_CHANNELS = 8, 16
 
 
-def applies(mod) -> bool:
-    """Whether the task computes a product in pair sums."""
+def has_block(mod, name: str) -> bool:
+    """Whether the task has a block named `name` (the pass names the blocks it writes: BLOCK, WINDOWS)."""
     import tvm
 
     try:
-        tvm.s_tir.Schedule(mod).get_sblock(BLOCK)
+        tvm.s_tir.Schedule(mod).get_sblock(name)
     except Exception:  # noqa: BLE001 - no such block
         return False
     return True
@@ -81,20 +83,6 @@ def schedule(mod, registers: int):
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(lane, PAIR_SUMS)
     return sch, f"pair sums {rows}x{nn} par={int(sch.get(job).extent)}"
-
-
-WINDOWS, WINDOW = "windows", "window"  # the im2col block of compiler/passes/dot_products.py, its annotation
-
-
-def has_windows(mod) -> bool:
-    """Whether the task copies a convolution's windows into rows for a pair-sums product."""
-    import tvm
-
-    try:
-        tvm.s_tir.Schedule(mod).get_sblock(WINDOWS)
-    except Exception:  # noqa: BLE001 - no such block
-        return False
-    return True
 
 
 def schedule_windows(mod):

@@ -58,7 +58,6 @@ FORMS = {
     "sdot": ProductForm("dot_product", "int8", K_GROUP, N_GROUP, -128, windows=False),
     "pair_sums": ProductForm("pair_sums", "int8", 16, 1, -127, windows=True),
 }
-WINDOW = "window"  # the windows block's annotation: [channels per group, KH, KW] (schedules/pair_sums.py)
 MIN_WINDOW_BYTES = 24  # a shorter window would be mostly padding (depthwise convolutions are left out anyway)
 
 
@@ -139,6 +138,8 @@ def _windows(x, groups: int, kernel, strides, depth: int):
     of an OIHW weight's row), zero from Cg KH KW to `depth`; the input is already padded (integer_kernels)."""
     from tvm import te, tirx
 
+    from schedules.pair_sums import WINDOW, WINDOWS
+
     _, c, h, w = (int(d) for d in x.shape)
     per_group, (kh, kw), (sy, sx) = c // groups, kernel, strides
     taps = kh * kw
@@ -147,7 +148,7 @@ def _windows(x, groups: int, kernel, strides, depth: int):
         channel = tirx.min(k // taps, per_group - 1)  # in bounds where the zero is taken
         value = x[0, g * per_group + channel, y * sy + k % taps // kw, col * sx + k % kw]
         return tirx.if_then_else(k < per_group * taps, value, tirx.const(0, x.dtype))
-    return te.compute((groups, (h - kh) // sy + 1, (w - kw) // sx + 1, depth), element, name="windows",
+    return te.compute((groups, (h - kh) // sy + 1, (w - kw) // sx + 1, depth), element, name=WINDOWS,
                       attrs={WINDOW: [per_group, kh, kw]})
 
 
