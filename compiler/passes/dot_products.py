@@ -222,13 +222,15 @@ def _make_mutator():
             # and the element-wise steps after it (its requantization) run in that layout, contiguous along
             # the channels, and the result is transposed to NCHW once, where something else reads it
             self.rows_of = {}
+            self.groups_of = {}  # rows var -> groups, for the [G, H, W, C/G] rows of a grouped convolution
 
         def visit_var_binding_(self, binding):
             value = self.visit_expr(binding.value)
-            rows = None
+            rows, groups = None, 1
             if isinstance(value, relax.Call) and value.op == conv2d:
                 rows = self.nchw_conv2d(value)
-                rows = self.windowed_conv2d(value) if rows is None else rows
+                if rows is None:
+                    rows, groups = self.windowed_conv2d(value), int(value.attrs.groups)
                 product = None if rows is not None else self.conv2d(value)
                 value = value if product is None else product
             elif isinstance(value, relax.Call) and value.op == matmul:
@@ -236,14 +238,15 @@ def _make_mutator():
                 value = value if product is None else product
             elif isinstance(value, relax.Call) and value.op in elementwise:
                 rows = self.elementwise(value)
+                groups = max([self.groups_of.get(self.held(arg), 1) for arg in value.args])
             if rows is not None:
                 if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
                     rows = self.builder_.emit(rows, "rows")
                 value = relax.op.permute_dims(rows, [0, 3, 1, 2])
-                groups = int(rows.ty.shape[0])
                 if groups > 1:  # [G, H, W, C/G] rows of a grouped convolution: [G, C/G, H, W] is NCHW's order
-                    value = relax.op.reshape(self.builder_.emit(value, "nchw"),
-                                             [1, groups * int(rows.ty.shape[3]), *(int(d) for d in (rows.ty.shape[1], rows.ty.shape[2]))])
+                    self.groups_of[rows] = groups
+                    _, height, width, per_group = (int(d) for d in rows.ty.shape)
+                    value = relax.op.reshape(self.builder_.emit(value, "nchw"), [1, groups * per_group, height, width])
             emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
             new_var = emit(value, binding.var.name)
             self.set_var_remap(binding.var, new_var)
@@ -254,7 +257,7 @@ def _make_mutator():
             """The rows form of `expr`, or None (constants compare as expressions: only vars are looked up);
             with grouped=False only plain NHWC rows (a grouped convolution's rows hold one group each)."""
             rows = self.rows_of.get(expr) if isinstance(expr, relax.Var) else None
-            return None if rows is None or (not grouped and int(rows.ty.shape[0]) != 1) else rows
+            return None if rows is None or (not grouped and rows in self.groups_of) else rows
 
         def elementwise(self, call):
             """An element-wise step on one value held as rows, with scalar or per-channel [1, C, 1, 1] constants:
@@ -263,7 +266,7 @@ def _make_mutator():
             held = [self.held(arg) for arg in call.args if self.held(arg) is not None]
             if len(held) != 1:
                 return None
-            groups = int(held[0].ty.shape[0])
+            groups = self.groups_of.get(held[0], 1)
             args = []
             for arg in call.args:
                 rows, c = self.held(arg), _constant(arg)

@@ -234,3 +234,24 @@ def test_the_pair_sums_are_exact_on_the_emulated_pi(tmp_path):
         session.load_module("pairs.so")["main"](tvm.runtime.tensor(a, device), tvm.runtime.tensor(w, device), out)
         got = out.numpy()
     np.testing.assert_array_equal(got, a.astype("int32") @ w.astype("int32").T)
+
+
+def test_a_batch_of_two_keeps_its_shape_through_the_rows():
+    """A model that keeps NCHW (it has a grouped convolution): its 1x1 convolution on a batch of 2 runs on the
+    rows view, and back in NCHW the result is [2, C, H, W] (the batch is not a group count)."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 32, 7, 7), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            product = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((16, 32, 1, 1), "int8")), out_dtype="int32"))
+            shifted = bb.emit(relax.op.add(product, relax.const(np.ones((1, 16, 1, 1), "int32"))))
+            grouped = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ones((16, 16, 1, 1), "int8")), groups=2,
+                                                 out_dtype="int32"))
+            y = bb.emit_output(relax.op.add(shifted, grouped))
+        bb.emit_func_output(y)
+    for name in ("pair_sums", "sdot"):
+        mod, rewritten = dot_products.rewrite(bb.get(), dot_products.FORMS[name])
+        assert rewritten == 1 and "permute_dims" in mod.script(show_meta=False)
+        assert [int(d) for d in mod["main"].ret_ty.shape] == [2, 16, 7, 7]
