@@ -13,7 +13,9 @@ the target's machine model (vector lanes, vector registers, cores):
   - small kernel windows whole inside, channels up to 16; outer tiles giving >= 4 x cores parallel jobs;
   - unrolling of the register tile when its body is small; producers kept at root;
   - padded input copies split into a vector fill and a branch-free copy; on NEON, a product's broadcast
-    operand read four channels to a register, each a lane of by-element multiply-adds.
+    operand read four channels to a register, each a lane of by-element multiply-adds;
+  - int8 products in NEON pair sums, and the window copies that feed them, scheduled by hand
+    (schedules/pair_sums.py); products on a dot-product intrinsic take MetaSchedule's tensorized space.
 The target's postprocessors (parallelise/vectorise/unroll rewrite, reduction rewrite, weight layout rewrite)
 then run as they do for tuned schedules, and the traces go into an in-memory database that the pipeline
 applies like a tuned one. Kernels a tuned database already scheduled are left alone. docs/arm-without-a-board.md
