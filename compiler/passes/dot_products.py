@@ -194,9 +194,10 @@ def _constant(expr) -> Optional[np.ndarray]:
 
 def _packed(w: np.ndarray, form: ProductForm = FORMS["vnni"]) -> np.ndarray:
     """[N, K] int8 weights, zero-padded to whole groups: as [N/16, K/4, 16, 4] tiles of 64 bytes for the dot
-    products, as [N, K] rows for the pair sums."""
+    products, as [N, K] rows for the pair sums (or [G, N, K], a grouped convolution's)."""
     if form.name == "pair_sums":
-        return np.ascontiguousarray(np.pad(w, ((0, 0), (0, -w.shape[1] % form.k_group))).astype("int8"))
+        padding = [(0, 0)] * (w.ndim - 1) + [(0, -w.shape[-1] % form.k_group)]
+        return np.ascontiguousarray(np.pad(w, padding).astype("int8"))
     n, k = w.shape
     w = np.pad(w, ((0, -n % N_GROUP), (0, -k % K_GROUP))).astype("int8")
     tiles = w.reshape(w.shape[0] // N_GROUP, N_GROUP, w.shape[1] // K_GROUP, K_GROUP)
@@ -311,12 +312,8 @@ def _make_mutator():
                 rows = self.builder_.emit(relax.op.nn.pad(rows, [0] * (2 * rank - 1) + [-k % form.k_group],
                                                           pad_value=0.0), "rows")
             packed = _packed(weight, form)
-            # the product's pattern is OutEWiseFusable, as a legalized conv2d's: the requantization fuses into it
-            # (TVM's pattern analysis calls the packed weight's index opaque)
-            compute = _pair_product if form.name == "pair_sums" else _nt_product
-            out = self.builder_.call_te(compute, rows, relax.const(packed), primfunc_name_hint=form.name,
-                                        primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
-            if packed.shape[0] * form.n_group != weight.shape[0]:  # a call, not a var: an alias stops fusion
+            out = self.fused_product(rows, packed)
+            if packed.shape[0] * form.n_group != weight.shape[0]:  # padded to whole tiles: sliced back to N
                 out = relax.op.strided_slice(self.builder_.emit(out, form.name), axes=[rank - 1], begin=[0],
                                              end=[weight.shape[0]])
             self.rewritten += 1
@@ -343,16 +340,21 @@ def _make_mutator():
             groups, (channels, depth, kh, kw) = int(attrs.groups), w.shape
             if depth == 1 or depth * kh * kw < MIN_WINDOW_BYTES or (kh, kw) == (1, 1) and groups == 1:
                 return None
-            weight = w.reshape(groups, channels // groups, depth * kh * kw)
-            weight = np.pad(weight, ((0, 0), (0, 0), (0, -weight.shape[-1] % self.form.k_group)))
+            weight = _packed(w.reshape(groups, channels // groups, depth * kh * kw), self.form)
             # opaque: fused with its producers, the windows would recompute each input element (a requantized
             # sigmoid gate, say) for every window it is in
             windows = self.builder_.emit_te(_windows, x, groups, (kh, kw), [int(s) for s in attrs.strides],
                                             weight.shape[-1], primfunc_name_hint="windows",
                                             primfunc_attrs={"op_pattern": OPAQUE})
             self.rewritten += 1
-            return self.builder_.call_te(_pair_product, windows, relax.const(weight.astype("int8")),
-                                         primfunc_name_hint=self.form.name,
+            return self.fused_product(windows, weight)
+
+        def fused_product(self, rows, packed: np.ndarray):
+            """The form's product of `rows` and the packed weight, as a call (a var bound again would be an alias,
+            which stops fusion). Its pattern is OutEWiseFusable, as a legalized conv2d's: the requantization fuses
+            into it (TVM's pattern analysis calls the packed weight's index opaque)."""
+            compute = _pair_product if self.form.name == "pair_sums" else _nt_product
+            return self.builder_.call_te(compute, rows, relax.const(packed), primfunc_name_hint=self.form.name,
                                          primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
 
         def matmul(self, call):
