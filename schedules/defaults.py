@@ -36,7 +36,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.sym.pattern import detect_linear_equation
 from tvm.tirx.analysis import undefined_vars
 
-from schedules import intrinsics as intrinsics_module, pair_sums
+from schedules import intrinsics as intrinsics_module, pair_sums, table_reads
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -792,6 +792,10 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     if pair_sums.has_block(mod, pair_sums.WINDOWS):
         sch, note = pair_sums.schedule_windows(mod)
         return sch, KernelResult(name, True, -1, note, time.perf_counter() - started)
+    if pair_sums.has_block(mod, table_reads.LOOKUP):
+        scheduled = table_reads.schedule(mod)
+        if scheduled is not None:
+            return scheduled[0], KernelResult(name, True, -1, scheduled[1], time.perf_counter() - started)
     ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
     if any(_tensorized(space) for space in spaces) and _packed_product(mod):

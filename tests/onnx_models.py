@@ -145,6 +145,23 @@ class KernelClasses(nn.Module):
         return self.head(torch.cat([(attention @ tokens).mean(dim=1), deep.mean(dim=(2, 3))], dim=1))
 
 
+class SiLUColumns(nn.Module):
+    """AttendNeXt's columns in small: grouped 3x3 convolutions with SiLU between (int8: pair-sums products whose
+    SiLU tables run on their rows, the second reading the first's rows), then a depthwise convolution (it reads
+    NCHW: the rows go back through a transpose) and a SiLU-gated average."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+        self.second = nn.Conv2d(32, 32, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.depthwise(nn.functional.silu(self.second(nn.functional.silu(self.first(x)))))
+        return self.head(nn.functional.silu(x).mean(dim=(2, 3)))
+
+
 MODELS = {
     # name: (constructor, input shape, dynamic batch axis in the ONNX file)
     "tiny_cnn": (TinyCNN, (1, 3, 32, 32), False),
@@ -152,6 +169,7 @@ MODELS = {
     "vit_mini": (ViTMini, (1, 3, 64, 64), True),
     "convnext_mini": (ConvNeXtMini, (1, 3, 32, 32), True),
     "kernel_classes": (KernelClasses, (1, 16, 16, 16), False),
+    "silu_columns": (SiLUColumns, (1, 16, 16, 16), False),
 }
 
 

@@ -89,6 +89,21 @@ def test_int8_grouped_convolution_products_match_onnxruntime_on_the_emulated_pi(
     assert errors and max(errors) <= 2e-2, result.stdout
 
 
+@pytest.mark.emulated
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_int8_silu_tables_match_onnxruntime(onnx_dir, tmp_path, target):
+    """Grouped convolutions with SiLU between: each quantized SiLU becomes a table (compiled as a table read; on
+    rpi4 on the products' rows, the second product's windows copied from the first's rows, and through the
+    transpose the depthwise convolution needs); ONNX Runtime's outputs within the int8 tolerance."""
+    out = tmp_path / f"silu-columns-int8-{target}"
+    model = onnx_models.export("silu_columns", onnx_dir / "silu_columns.onnx")
+    result = run_cli("--target", target, "--model", model, "--quantize", "int8", "--verify", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lookup tables: 3 " in result.stderr, result.stderr[-3000:]
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 2e-2, result.stdout
+
+
 def sdot_instructions(library) -> int:
     """aarch64 `sdot Vd.<T>, Vn.<T>, Vm.<T>` words in a library (any register, 64- or 128-bit form)."""
     import numpy as np

@@ -37,6 +37,9 @@ from typing import Optional
 
 import numpy as np
 
+from compiler.passes import lookup_tables
+from compiler.passes.integer_kernels import constant_value
+
 K_GROUP, N_GROUP = 4, 16  # the dot-product intrinsics' reduction group and output lanes
 OUT_ELEMWISE_FUSABLE, OPAQUE = 4, 8  # tvm.relax's OpPatternKind.kOutEWiseFusable and kOpaque
 
@@ -133,20 +136,32 @@ def _pair_product(a, w):
     return te.compute(sums.shape[:-1], lambda *index: te.sum(sums[(*index, lane)], axis=lane), name="pair_total")
 
 
-def _windows(x, groups: int, kernel, strides, depth: int):
+def _windows(x, groups: int, kernel, strides, depth: int, rows: bool = False):
     """im2col: windows[g, y, x, k] = X[0, g Cg + c, y sy + ky, x sx + kx] for k = (c KH + ky) KW + kx (the order
-    of an OIHW weight's row), zero from Cg KH KW to `depth`; the input is already padded (integer_kernels)."""
+    of an OIHW weight's row), zero from Cg KH KW to `depth`; the input is already padded (integer_kernels).
+    With `rows`, X is held as rows [G', H, W, C/G'] (a product's output, padded as rows): channel ch is
+    X[ch // (C/G'), ..., ch % (C/G')]."""
     from tvm import te, tirx
 
     from schedules.pair_sums import WINDOW, WINDOWS
 
-    _, c, h, w = (int(d) for d in x.shape)
+    if rows:
+        row_groups, h, w, per_row = (int(d) for d in x.shape)
+        c = row_groups * per_row
+
+        def read(ch, yy, xx):
+            return x[ch // per_row, yy, xx, ch % per_row]
+    else:
+        _, c, h, w = (int(d) for d in x.shape)
+
+        def read(ch, yy, xx):
+            return x[0, ch, yy, xx]
     per_group, (kh, kw), (sy, sx) = c // groups, kernel, strides
     taps = kh * kw
 
     def element(g, y, col, k):
         channel = tirx.min(k // taps, per_group - 1)  # in bounds where the zero is taken
-        value = x[0, g * per_group + channel, y * sy + k % taps // kw, col * sx + k % kw]
+        value = read(g * per_group + channel, y * sy + k % taps // kw, col * sx + k % kw)
         return tirx.if_then_else(k < per_group * taps, value, tirx.const(0, x.dtype))
     return te.compute((groups, (h - kh) // sy + 1, (w - kw) // sx + 1, depth), element, name=WINDOWS,
                       attrs={WINDOW: [per_group, kh, kw]})
@@ -186,12 +201,6 @@ def _nhwc_pays(mod) -> bool:
     return bool(convolutions) and all(groups in (1, channels) for groups, channels in convolutions)
 
 
-def _constant(expr) -> Optional[np.ndarray]:
-    import tvm
-
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
-
-
 def _packed(w: np.ndarray, form: ProductForm = FORMS["vnni"]) -> np.ndarray:
     """[N, K] int8 weights, zero-padded to whole groups: as [N/16, K/4, 16, 4] tiles of 64 bytes for the dot
     products, as [N, K] rows for the pair sums (or [G, N, K], a grouped convolution's)."""
@@ -209,7 +218,7 @@ def _make_mutator():
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    conv2d, matmul = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")
+    conv2d, matmul, pad = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.pad")
     elementwise = {tvm.ir.Op.get(f"relax.{name}") for name in ("add", "subtract", "multiply", "maximum", "minimum",
                                                                 "round", "astype", "clip")}
 
@@ -240,6 +249,9 @@ def _make_mutator():
             elif isinstance(value, relax.Call) and value.op in elementwise:
                 rows = self.elementwise(value)
                 groups = max([self.groups_of.get(self.held(arg), 1) for arg in value.args])
+            elif lookup_tables.is_lookup(self.builder_.get(), value) and self.held(value.args[1][0]) is not None:
+                held = self.held(value.args[1][0])  # a table read is element-wise: it runs on the rows
+                rows, groups = lookup_tables.lookup(self.builder_, held, value.args[1][1]), self.groups_of.get(held, 1)
             if rows is not None:
                 if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
                     rows = self.builder_.emit(rows, "rows")
@@ -270,9 +282,11 @@ def _make_mutator():
             groups = self.groups_of.get(held[0], 1)
             args = []
             for arg in call.args:
-                rows, c = self.held(arg), _constant(arg)
+                rows, c = self.held(arg), constant_value(arg)
                 if rows is not None:
                     args.append(rows)
+                elif c is not None and not hasattr(arg.value, "numpy"):  # a scalar immediate (a clip's bound)
+                    args.append(arg)
                 elif c is not None and c.ndim == 4 and c.shape[0] == 1 and c.shape[2:] == (1, 1):
                     shape = (-1,) if groups == 1 else (groups, 1, 1, -1)
                     args.append(relax.const(c.reshape(shape), str(c.dtype)))
@@ -297,7 +311,7 @@ def _make_mutator():
         def operands(self, call) -> Optional[np.ndarray]:
             """The constant int8 weight of an activation x int8 -> int32 product the form sums exactly, or None."""
             data, weight = call.args
-            w = _constant(weight)
+            w = constant_value(weight)
             if (w is None or str(w.dtype) != "int8" or str(data.ty.dtype) != self.form.activation
                     or str(call.attrs.out_dtype) != "int32" or w.min(initial=0) < self.form.weight_min):
                 return None
@@ -341,13 +355,27 @@ def _make_mutator():
             if depth == 1 or depth * kh * kw < MIN_WINDOW_BYTES or (kh, kw) == (1, 1) and groups == 1:
                 return None
             weight = _packed(w.reshape(groups, channels // groups, depth * kh * kw), self.form)
+            padded_rows = self.padded_rows(x)
             # opaque: fused with its producers, the windows would recompute each input element (a requantized
             # sigmoid gate, say) for every window it is in
-            windows = self.builder_.emit_te(_windows, x, groups, (kh, kw), [int(s) for s in attrs.strides],
-                                            weight.shape[-1], primfunc_name_hint="windows",
+            windows = self.builder_.emit_te(_windows, x if padded_rows is None else padded_rows, groups, (kh, kw),
+                                            [int(s) for s in attrs.strides], weight.shape[-1],
+                                            padded_rows is not None, primfunc_name_hint="windows",
                                             primfunc_attrs={"op_pattern": OPAQUE})
             self.rewritten += 1
             return self.fused_product(windows, weight)
+
+        def padded_rows(self, x):
+            """When `x` is the spatial padding of a value held as rows: the rows padded the same way (a copy along
+            contiguous channels, where the NCHW value would be transposed first), else None."""
+            bound = self.lookup_binding(x) if isinstance(x, relax.Var) else None
+            if not isinstance(bound, relax.Call) or bound.op != pad or self.held(bound.args[0]) is None:
+                return None
+            before_n, after_n, before_c, after_c, top, bottom, left, right = (int(p) for p in bound.attrs.pad_width)
+            if before_n or after_n or before_c or after_c:
+                return None
+            return self.builder_.emit(relax.op.nn.pad(self.held(bound.args[0]), [0, 0, top, bottom, left, right, 0, 0],
+                                                      pad_value=float(bound.attrs.pad_value)), "padded_rows")
 
         def fused_product(self, rows, packed: np.ndarray):
             """The form's product of `rows` and the packed weight, as a call (a var bound again would be an alias,

@@ -61,10 +61,16 @@ def rewrite(mod):
     return mod, mutator.rewritten, mutator.left_float
 
 
-def _constant(expr) -> Optional[np.ndarray]:
+def constant_value(expr) -> Optional[np.ndarray]:
+    """The value of a Relax constant (a tensor, or a prim value such as a clip's bound) as numpy, or None."""
     import tvm
 
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+    value = expr.value if isinstance(expr, tvm.ir.expr.Constant) else None
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    value = getattr(value, "value", value)  # an IntImm / FloatImm, or already a Python number
+    return np.array(value) if isinstance(value, (int, float)) else None
+
 
 
 def _dtype(expr) -> str:
@@ -101,11 +107,11 @@ def _make_mutator():
             call = self.producer(expr)
             if call is None or call.op != dequantize or _dtype(call.args[0]) not in EIGHT_BIT:
                 return None
-            scale, zero_point = _constant(call.args[1]), _constant(call.args[2])
+            scale, zero_point = constant_value(call.args[1]), constant_value(call.args[2])
             if scale is None or zero_point is None:
                 return None
             return Quantized(call.args[0], scale.astype("float32"), zero_point.astype("int32"),
-                             int(call.attrs.axis), _constant(call.args[0]))
+                             int(call.attrs.axis), constant_value(call.args[0]))
 
         def visit_var_binding_(self, binding):
             value = self.visit_expr(binding.value)
@@ -146,12 +152,12 @@ def _make_mutator():
             if inner is not None and inner.op == relu and inner.args[0] in self.products:
                 source, clamp = inner.args[0], (0.0, None)
             elif inner is not None and inner.op == clip and inner.args[0] in self.products:
-                bounds = [_constant(a) for a in inner.args[1:]]
+                bounds = [constant_value(a) for a in inner.args[1:]]
                 if any(b is None for b in bounds):
                     return None
                 source, clamp = inner.args[0], tuple(float(b) for b in bounds)
             product = self.products.get(source)
-            scale, zero_point = _constant(call.args[1]), _constant(call.args[2])
+            scale, zero_point = constant_value(call.args[1]), constant_value(call.args[2])
             if product is None or scale is None or zero_point is None or scale.size != 1 or zero_point.size != 1:
                 return None
             out_dtype = str(call.attrs.out_dtype)
@@ -265,7 +271,7 @@ def _make_mutator():
             call_b = self.producer(source)
             if call_b is None or call_b.op != dequantize or _dtype(call_b.args[0]) != "int32":
                 return None
-            values, scale, zero_point = (_constant(a) for a in call_b.args)
+            values, scale, zero_point = (constant_value(a) for a in call_b.args)
             if values is None or scale is None or zero_point is None or zero_point.any():
                 return None
             scale = np.broadcast_to(scale.astype("float32"), values.shape)

@@ -13,14 +13,15 @@ from typing import Optional
 import schedules
 from compiler.errors import UserError
 from compiler.frontend import shape_binding
-from compiler.passes import dot_products, fast_math, fusion as fusion_table, integer_kernels
+from compiler.passes import dot_products, fast_math, fusion as fusion_table, integer_kernels, lookup_tables
 
 
 def import_onnx(model, integer: bool = True):
     """ONNX -> Relax with the validated static input shapes (bound into the graph first, so the shape
     arithmetic of a dynamic axis folds away: compiler/frontend/shape_binding.py); weights become constants.
     A QDQ model's convolutions and matrix products become integer kernels (compiler/passes/integer_kernels.py)
-    unless `integer` is False (the importer's float products, for comparison)."""
+    and its quantized sigmoid / SiLU chains lookup tables (compiler/passes/lookup_tables.py), unless `integer`
+    is False (the importer's float graph, for comparison)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     from compiler.frontend.onnx_model import is_quantized
@@ -40,6 +41,9 @@ def import_onnx(model, integer: bool = True):
     mod, integer, left = integer_kernels.rewrite(mod)
     say(f"      integer kernels: {integer} convolutions and matrix products on int8 values"
         + (f"; {left} left float (both operands activations, or weights not symmetric int8)" if left else ""))
+    mod, tables = lookup_tables.rewrite(mod)
+    if tables:
+        say(f"      lookup tables: {tables} quantized element-wise chains (sigmoid, SiLU) read from 256-entry tables")
     return mod
 
 

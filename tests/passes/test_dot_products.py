@@ -255,3 +255,39 @@ def test_a_batch_of_two_keeps_its_shape_through_the_rows():
         mod, rewritten = dot_products.rewrite(bb.get(), dot_products.FORMS[name])
         assert rewritten == 1 and "permute_dims" in mod.script(show_meta=False)
         assert [int(d) for d in mod["main"].ret_ty.shape] == [2, 16, 7, 7]
+
+
+def test_a_windowed_convolution_reads_its_producers_rows_padded():
+    """Grouped 3x3 after grouped 3x3 (AttendNeXt's condenser embeddings): on the A72 the second convolution's
+    windows are copied from the first one's rows padded as rows, with no transpose to NCHW between, and give
+    the integer convolutions' sums exactly (built for this CPU: the windows' indexing is what is checked)."""
+    import tvm
+    from tvm import relax
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(-127, 128, (16, 8, 3, 3)).astype("int8")  # 2 groups: rows [2, H, W, 8]
+    second = rng.integers(-127, 128, (12, 4, 3, 3)).astype("int8")  # 4 groups of 4 channels across those rows
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 9, 9), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            padded = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=-3.0))
+            acc = bb.emit(relax.op.nn.conv2d(padded, relax.const(first), groups=2, out_dtype="int32"))
+            clipped = bb.emit(relax.op.clip(relax.op.add(acc, relax.const(np.int32(7))), -128, 127))
+            q = bb.emit(relax.op.astype(clipped, "int8"))
+            q_padded = bb.emit(relax.op.nn.pad(q, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=5.0))
+            y = bb.emit_output(relax.op.nn.conv2d(q_padded, relax.const(second), strides=[2, 2], groups=4,
+                                                  out_dtype="int32"))
+        bb.emit_func_output(y)
+    original = bb.get()
+    mod, rewritten = dot_products.rewrite(original, dot_products.FORMS["pair_sums"])
+    script = mod.script(show_meta=False)
+    assert rewritten == 2, script
+    assert "padded_rows" in script and script.count("R.permute_dims") == 1, script  # only the output's
+
+    def run(module):
+        machine = tvm.runtime.vm.VirtualMachine(tvm.compile(module, target=tvm.target.Target({"kind": "llvm"})),
+                                                tvm.cpu())
+        return machine["main"](tvm.runtime.tensor(data)).numpy()
+    data = rng.integers(-128, 128, (1, 16, 9, 9)).astype("int8")
+    np.testing.assert_array_equal(run(mod), run(original))
