@@ -4,8 +4,9 @@ A table read is a gather: no CPU here loads 16 bytes from 16 computed addresses,
 moves each lane in and out of a vector register, and MetaSchedule's injective schedule (every loop fused into
 one, split into vectors) adds a division and a modulo per element for each axis a transpose or a padding
 reindexes. For an integer kernel that reads a table through a transpose (a product's rows going back to
-NCHW after their sigmoid or SiLU table), every step is inlined into the block writing the output, whose loops stay as they are: all
-but the innermost fused into parallel jobs, the innermost a plain loop whose indices LLVM strength-reduces.
+NCHW after their sigmoid or SiLU table), every step is inlined into the block writing the output, whose
+loops stay as they are: all but the innermost fused into parallel jobs, the innermost a plain loop whose
+indices LLVM strength-reduces (compare the two with `--count-instructions --per-kernel` on an int8 AttendNeXt).
 """
 from typing import Optional, Tuple
 

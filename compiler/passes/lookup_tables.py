@@ -8,9 +8,9 @@ dequantizes, scalar constants and intermediate quantize/dequantize pairs) and re
 
     y = table[int32(x) - min(x's type)]      table: the chain evaluated on all 256 values of x's type
 
-(ONNX Runtime's QLinearSigmoid and XNNPACK's int8 sigmoid are such tables). The table is computed by TVM's own
-operators on the host (FoldConstant on the chain applied to every 8-bit value), so each entry is exactly what
-the float chain gives for it (all tables in one host build). Only chains with a transcendental step are replaced: a requantization or a
+(ONNX Runtime's QLinearSigmoid and XNNPACK's int8 sigmoid are such tables). The tables are computed by TVM's
+own operators on the host, every chain applied to all 256 values in one build, so each entry is exactly what
+the float chain gives for it. Only chains with a transcendental step are replaced: a requantization or a
 clamp is a few vector instructions per element, cheaper than a table's per-element load.
 
 Runs on the imported module after integer_kernels, before anything folds the scalar scales away.
@@ -44,7 +44,8 @@ def rewrite(mod):
             mutator.find_chains(func)
     if not mutator.chains:
         return mod, 0
-    computed = tables([chain for chain, _ in mutator.chains.values()], [source for _, source in mutator.chains.values()])
+    chains = list(mutator.chains.values())
+    computed = tables([chain for chain, _ in chains], [source for _, source in chains])
     mutator.tables = dict(zip(mutator.chains, computed))
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
@@ -109,8 +110,8 @@ def _call_tir():
 
 
 def _lookup(x, table):
-    """y[i] = table[x[i] - min(x's type)]: element-wise in x (the table is a constant), so it fuses into the
-    kernel that computes x, as the float chain did."""
+    """y[i] = table[x[i] - min(x's type)]: element-wise in x (the table is a constant), so it fuses with the
+    element-wise and injective steps around it, as the float chain did."""
     from tvm import te
 
     low = int(np.iinfo(str(x.dtype)).min)
