@@ -218,7 +218,8 @@ def _make_mutator():
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    conv2d, matmul, pad = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.pad")
+    conv2d, matmul = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")
+    pad = tvm.ir.Op.get("relax.nn.pad")
     elementwise = {tvm.ir.Op.get(f"relax.{name}") for name in ("add", "subtract", "multiply", "maximum", "minimum",
                                                                 "round", "astype", "clip")}
 
@@ -249,9 +250,8 @@ def _make_mutator():
             elif isinstance(value, relax.Call) and value.op in elementwise:
                 rows = self.elementwise(value)
                 groups = max([self.groups_of.get(self.held(arg), 1) for arg in value.args])
-            elif lookup_tables.is_lookup(self.builder_.get(), value) and self.held(value.args[1][0]) is not None:
-                held = self.held(value.args[1][0])  # a table read is element-wise: it runs on the rows
-                rows, groups = lookup_tables.lookup(self.builder_, held, value.args[1][1]), self.groups_of.get(held, 1)
+            elif lookup_tables.is_lookup(self.builder_.get(), value):
+                rows, groups = self.table_read(value)
             if rows is not None:
                 if not isinstance(rows, relax.Var):  # an alias binding would stop the fusion of what follows
                     rows = self.builder_.emit(rows, "rows")
@@ -295,6 +295,14 @@ def _make_mutator():
                 else:
                     return None
             return relax.Call(call.op, args, call.attrs, call.ty_args)
+
+        def table_read(self, call):
+            """A table read on a value held as rows: the same read on the rows (it is element-wise), and their
+            groups; (None, 1) otherwise."""
+            held = self.held(call.args[1][0])
+            if held is None:
+                return None, 1
+            return lookup_tables.lookup(self.builder_, held, call.args[1][1]), self.groups_of.get(held, 1)
 
         def nchw_conv2d(self, call):
             """A 1x1 stride-1 NCHW convolution: the product over the channels of its NHWC view (int32 [B, H, W, O]),

@@ -72,7 +72,6 @@ def constant_value(expr) -> Optional[np.ndarray]:
     return np.array(value) if isinstance(value, (int, float)) else None
 
 
-
 def _dtype(expr) -> str:
     return str(expr.ty.dtype)
 

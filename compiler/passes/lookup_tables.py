@@ -17,9 +17,8 @@ Runs on the imported module after integer_kernels, before anything folds the sca
 """
 import numpy as np
 
-from compiler.passes.integer_kernels import constant_value
+from compiler.passes.integer_kernels import EIGHT_BIT, constant_value
 
-EIGHT_BIT = ("int8", "uint8")
 # tvm.relax's OpPatternKind.kBroadcast: fuses as an element-wise step does (kElemWise, 0, would read as no
 # pattern given, and TVM's analysis calls a table read opaque)
 BROADCAST = 1
