@@ -86,7 +86,7 @@ def schedule(mod, registers: int):
 
 
 def schedule_windows(mod):
-    """(tvm.s_tir.Schedule, note): the zero tail of every row in 16-byte stores, then the windows copied with
+    """(tvm.s_tir.Schedule, note): the zero tail of every row (if any) in 16-byte stores, then the windows copied with
     the row index split into (channel, ky, kx), so no element divides its index; rows of (group, y) in parallel."""
     import tvm
 
@@ -94,11 +94,13 @@ def schedule_windows(mod):
     block = sch.get_sblock(WINDOWS)
     per_group, kh, kw = (int(v) for v in sch.get(block).annotations[WINDOW])
     group, y, col, k = sch.get_loops(block)
+    padded = int(sch.get(k).extent) > per_group * kh * kw
     job = sch.fuse(group, y)
     sch.parallel(job)
-    fill = sch.decompose_padding(block, col)
-    fill_col, fill_k = sch.get_loops(fill)[-2:]
-    sch.vectorize(sch.split(sch.fuse(fill_col, fill_k), [None, 16])[1])
+    if padded:
+        fill = sch.decompose_padding(block, col)
+        fill_col, fill_k = sch.get_loops(fill)[-2:]
+        sch.vectorize(sch.split(sch.fuse(fill_col, fill_k), [None, 16])[1])
     k = sch.get_loops(block)[-1]
     _, ky, kx = sch.split(k, [per_group, kh, kw])
     sch.unroll(ky)

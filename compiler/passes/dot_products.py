@@ -26,10 +26,11 @@ or 32-bit products. On a target with a form, for a module with 8-bit convolution
      form's k_group, the result sliced to N). In a model that kept NCHW, a 1x1 convolution runs on the
      NHWC view of its input, the element-wise steps after it (its requantization) on that view too, and
      the result goes back to NCHW once, where an operator other than these reads it;
-  3. in the pair-sums form, also writes an NCHW convolution with a window (3x3, strided, grouped; not
-     depthwise) as the product of its windows: its input copied into rows of Cg x KH x KW bytes per group
-     (`_windows`, im2col, a kernel of its own), times each group's weights; the rows of group g are
-     [G, H, W, C/G], whose requantization runs on them before the result goes back to NCHW.
+  3. in the VNNI and pair-sums forms, also writes an NCHW convolution with a window (3x3, strided, grouped;
+     not depthwise) as the product of its windows: its input copied into rows of Cg x KH x KW bytes per group
+     (`_windows`, im2col, a kernel of its own), times each group's weights (VNNI: each group's channels
+     padded to a tile of 16); the rows of group g are [G, H, W, C/G], whose requantization runs on them
+     before the result goes back to NCHW.
 Elsewhere the products stay as integer_kernels wrote them.
 """
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class ProductForm:
 
 
 FORMS = {
-    "vnni": ProductForm("dot_product", "uint8", K_GROUP, N_GROUP, -128, windows=False),
+    "vnni": ProductForm("dot_product", "uint8", K_GROUP, N_GROUP, -128, windows=True),
     "sdot": ProductForm("dot_product", "int8", K_GROUP, N_GROUP, -128, windows=False),
     "pair_sums": ProductForm("pair_sums", "int8", 16, 1, -127, windows=True),
 }
@@ -100,19 +101,21 @@ def passes(target) -> list:
 
 
 def _nt_product(a, b):
-    """C[..., n] = sum_k int32(A[..., k]) * int32(B[n, k]), B packed [N/16, K/4, 16, 4]: the block the
-    intrinsic's description matches, reading each 16 x 4 weight tile as 64 contiguous bytes. A keeps its
-    leading axes (pixels, tokens): a reshape to rows between the product and its fused requantization
-    makes index expressions whose constants overflow int32 in scheduling."""
+    """C[..., n] = sum_k int32(A[..., k]) * int32(B[n // 16, k // 4, n % 16, k % 4]), B packed [N/16, K/4, 16, 4]:
+    the block the intrinsic's description matches, reading each 16 x 4 weight tile as 64 contiguous bytes. A
+    keeps its leading axes (pixels, tokens): a reshape to rows between the product and its fused requantization
+    makes index expressions whose constants overflow int32 in scheduling. A weight of rank 5 is per group:
+    B[g, ...] for the rows A[g, ...]."""
     from tvm import te
 
     k = te.reduce_axis((0, a.shape[-1]), "k")
 
     def element(*index):
         *rows, n = index
-        return te.sum(a[(*rows, k)].astype("int32")
-                      * b[n // N_GROUP, k // K_GROUP, n % N_GROUP, k % K_GROUP].astype("int32"), axis=k)
-    return te.compute((*a.shape[:-1], b.shape[0] * N_GROUP), element, name="dot_product")
+        group = (rows[0],) if len(b.shape) == 5 else ()
+        weight = b[(*group, n // N_GROUP, k // K_GROUP, n % N_GROUP, k % K_GROUP)]
+        return te.sum(a[(*rows, k)].astype("int32") * weight.astype("int32"), axis=k)
+    return te.compute((*a.shape[:-1], b.shape[-4] * N_GROUP), element, name="dot_product")
 
 
 def _pair_product(a, w):
@@ -162,6 +165,8 @@ def _windows(x, groups: int, kernel, strides, depth: int, rows: bool = False):
     def element(g, y, col, k):
         channel = tirx.min(k // taps, per_group - 1)  # in bounds where the zero is taken
         value = read(g * per_group + channel, y * sy + k % taps // kw, col * sx + k % kw)
+        if depth == per_group * taps:  # no zero tail (a strided 1x1 convolution's rows, say)
+            return value
         return tirx.if_then_else(k < per_group * taps, value, tirx.const(0, x.dtype))
     return te.compute((groups, (h - kh) // sy + 1, (w - kw) // sx + 1, depth), element, name=WINDOWS,
                       attrs={WINDOW: [per_group, kh, kw]})
@@ -202,15 +207,25 @@ def _nhwc_pays(mod) -> bool:
 
 
 def _packed(w: np.ndarray, form: ProductForm = FORMS["vnni"]) -> np.ndarray:
-    """[N, K] int8 weights, zero-padded to whole groups: as [N/16, K/4, 16, 4] tiles of 64 bytes for the dot
-    products, as [N, K] rows for the pair sums (or [G, N, K], a grouped convolution's)."""
+    """[N, K] int8 weights (or [G, N, K], a grouped convolution's), zero-padded to whole groups: as
+    [N/16, K/4, 16, 4] tiles of 64 bytes for the dot products, as [N, K] rows for the pair sums."""
+    lead = [(0, 0)] * (w.ndim - 2)
     if form.name == "pair_sums":
-        padding = [(0, 0)] * (w.ndim - 1) + [(0, -w.shape[-1] % form.k_group)]
-        return np.ascontiguousarray(np.pad(w, padding).astype("int8"))
-    n, k = w.shape
-    w = np.pad(w, ((0, -n % N_GROUP), (0, -k % K_GROUP))).astype("int8")
-    tiles = w.reshape(w.shape[0] // N_GROUP, N_GROUP, w.shape[1] // K_GROUP, K_GROUP)
-    return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3))
+        return np.ascontiguousarray(np.pad(w, lead + [(0, 0), (0, -w.shape[-1] % form.k_group)]).astype("int8"))
+    n, k = w.shape[-2:]
+    w = np.pad(w, lead + [(0, -n % N_GROUP), (0, -k % K_GROUP)]).astype("int8")
+    tiles = w.reshape(*w.shape[:-2], w.shape[-2] // N_GROUP, N_GROUP, w.shape[-1] // K_GROUP, K_GROUP)
+    return np.ascontiguousarray(np.moveaxis(tiles, -3, -2))
+
+
+def _packed_depth(packed: np.ndarray, form: ProductForm) -> int:
+    """The reduction length (K, padded) of a packed weight: the depth its rows must have."""
+    return packed.shape[-1] if form.name == "pair_sums" else packed.shape[-3] * K_GROUP
+
+
+def _packed_channels(packed: np.ndarray, form: ProductForm) -> int:
+    """The output channels (N, padded) of a packed weight (per group)."""
+    return packed.shape[-2] if form.name == "pair_sums" else packed.shape[-4] * N_GROUP
 
 
 def _make_mutator():
@@ -333,13 +348,16 @@ def _make_mutator():
             if -k % form.k_group:
                 rows = self.builder_.emit(relax.op.nn.pad(rows, [0] * (2 * rank - 1) + [-k % form.k_group],
                                                           pad_value=0.0), "rows")
-            packed = _packed(weight, form)
-            out = self.fused_product(rows, packed)
-            if packed.shape[0] * form.n_group != weight.shape[0]:  # padded to whole tiles: sliced back to N
-                out = relax.op.strided_slice(self.builder_.emit(out, form.name), axes=[rank - 1], begin=[0],
-                                             end=[weight.shape[0]])
             self.rewritten += 1
-            return out
+            return self.sliced_product(rows, _packed(weight, form), weight.shape[0])
+
+        def sliced_product(self, rows, packed: np.ndarray, channels: int):
+            """The product of `rows` and a packed weight, sliced back to `channels` when packing padded them."""
+            out = self.fused_product(rows, packed)
+            if _packed_channels(packed, self.form) == channels:
+                return out
+            return relax.op.strided_slice(self.builder_.emit(out, self.form.name), axes=[len(rows.ty.shape) - 1],
+                                          begin=[0], end=[channels])
 
         def conv2d(self, call):
             """A 1x1 stride-1 NHWC convolution: the product over its channels."""
@@ -360,18 +378,19 @@ def _make_mutator():
                     or int(x.ty.shape[0]) != 1 or str(attrs.out_layout) != "NCHW"):
                 return None
             groups, (channels, depth, kh, kw) = int(attrs.groups), w.shape
-            if depth == 1 or depth * kh * kw < MIN_WINDOW_BYTES or (kh, kw) == (1, 1) and groups == 1:
+            if (depth == 1 or depth * kh * kw < MIN_WINDOW_BYTES
+                    or (kh, kw) == (1, 1) and groups == 1 and all(int(s) == 1 for s in attrs.strides)):
                 return None
             weight = _packed(w.reshape(groups, channels // groups, depth * kh * kw), self.form)
             padded_rows = self.padded_rows(x)
             # opaque: fused with its producers, the windows would recompute each input element (a requantized
             # sigmoid gate, say) for every window it is in
             windows = self.builder_.emit_te(_windows, x if padded_rows is None else padded_rows, groups, (kh, kw),
-                                            [int(s) for s in attrs.strides], weight.shape[-1],
+                                            [int(s) for s in attrs.strides], _packed_depth(weight, self.form),
                                             padded_rows is not None, primfunc_name_hint="windows",
                                             primfunc_attrs={"op_pattern": OPAQUE})
             self.rewritten += 1
-            return self.fused_product(windows, weight)
+            return self.sliced_product(windows, weight, channels // groups)
 
         def padded_rows(self, x):
             """When `x` is the spatial padding of a value held as rows: the rows padded the same way (a copy along

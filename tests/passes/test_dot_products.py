@@ -149,14 +149,15 @@ def test_an_ungrouped_models_convolutions_become_nhwc_tensorized_products(name, 
 def test_a_grouped_convolution_keeps_nchw(kernel_classes_qdq):
     """The kernel-classes model has a grouped 3x3 convolution: its convolutions stay NCHW (NHWC grouped
     convolutions are slower); its three 1x1 convolutions and the classifier still become products, each with
-    its requantization (or bias) fused in, tensorized (int8 activations: on the A76 and on the A72). On the
-    A72 the grouped convolution becomes a product of its windows too; the depthwise one stays."""
+    its requantization (or bias) fused in, tensorized (int8 activations: on the A76 and on the A72). With VNNI
+    and on the A72 the grouped convolution becomes a product of its windows too; the depthwise one stays."""
     model, activation = kernel_classes_qdq
     for name in ("vnni",) if activation == "uint8" else ("a76", "a72"):
         target = target_of(SPECS[name])
         mod, tasks = product_tasks(model, target, dot_products.product_form(target).name)
         assert "nhwc" not in mod.script(show_meta=False)
-        assert len(tasks) == 4 + (name == "a72") and all("_add" in t.task_name for t in tasks), \
+        windowed = dot_products.product_form(target).windows
+        assert len(tasks) == 4 + windowed and all("_add" in t.task_name for t in tasks), \
             [t.task_name for t in tasks]
         for task in tasks:
             assert SIGNATURE[name] in scheduled_library(task.dispatched[0], target).inspect_source("asm")
@@ -257,37 +258,45 @@ def test_a_batch_of_two_keeps_its_shape_through_the_rows():
         assert [int(d) for d in mod["main"].ret_ty.shape] == [2, 16, 7, 7]
 
 
-def test_a_windowed_convolution_reads_its_producers_rows_padded():
-    """Grouped 3x3 after grouped 3x3 (AttendNeXt's condenser embeddings): on the A72 the second convolution's
-    windows are copied from the first one's rows padded as rows, with no transpose to NCHW between, and give
-    the integer convolutions' sums exactly (built for this CPU: the windows' indexing is what is checked)."""
+@pytest.mark.parametrize("form", ["pair_sums", "vnni"])
+def test_a_windowed_convolution_reads_its_producers_rows_padded(form):
+    """Grouped 3x3 after grouped 3x3 (AttendNeXt's condenser embeddings), then a strided 1x1: the second
+    convolution's windows are copied from the first one's rows padded as rows, with no transpose to NCHW
+    between, and all three give the integer convolutions' sums exactly (built for this CPU: the windows'
+    indexing is what is checked). VNNI pads each group's 8 or 4 output channels to a tile of 16 and slices
+    them back."""
     import tvm
     from tvm import relax
 
+    activation = dot_products.FORMS[form].activation
+    low, high = (-128, 127) if activation == "int8" else (0, 255)
     rng = np.random.default_rng(5)
-    first = rng.integers(-127, 128, (16, 8, 3, 3)).astype("int8")  # 2 groups: rows [2, H, W, 8]
+    first = rng.integers(-127, 128, (16, 16, 3, 3)).astype("int8")  # 2 groups: rows [2, H, W, 8]
     second = rng.integers(-127, 128, (12, 4, 3, 3)).astype("int8")  # 4 groups of 4 channels across those rows
+    third = rng.integers(-127, 128, (20, 32, 1, 1)).astype("int8")
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 9, 9), "int8"))
+    x = relax.Var("x", relax.TensorType((1, 32, 9, 9), activation))
     with bb.function("main", [x]):
         with bb.dataflow():
-            padded = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=-3.0))
+            padded = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=3.0))
             acc = bb.emit(relax.op.nn.conv2d(padded, relax.const(first), groups=2, out_dtype="int32"))
-            clipped = bb.emit(relax.op.clip(relax.op.add(acc, relax.const(np.int32(7))), -128, 127))
-            q = bb.emit(relax.op.astype(clipped, "int8"))
+            clipped = bb.emit(relax.op.clip(relax.op.add(acc, relax.const(np.int32(7))), low, high))
+            q = bb.emit(relax.op.astype(clipped, activation))
             q_padded = bb.emit(relax.op.nn.pad(q, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=5.0))
-            y = bb.emit_output(relax.op.nn.conv2d(q_padded, relax.const(second), strides=[2, 2], groups=4,
-                                                  out_dtype="int32"))
-        bb.emit_func_output(y)
+            second_acc = bb.emit(relax.op.nn.conv2d(q_padded, relax.const(second), strides=[2, 2], groups=4,
+                                                    out_dtype="int32"))
+            y = bb.emit_output(relax.op.nn.conv2d(x, relax.const(third), strides=[2, 2], out_dtype="int32"))
+        bb.emit_func_output(relax.Tuple([second_acc, y]))
     original = bb.get()
-    mod, rewritten = dot_products.rewrite(original, dot_products.FORMS["pair_sums"])
+    mod, rewritten = dot_products.rewrite(original, dot_products.FORMS[form])
     script = mod.script(show_meta=False)
-    assert rewritten == 2, script
-    assert "padded_rows" in script and script.count("R.permute_dims") == 1, script  # only the output's
+    assert rewritten == 3, script
+    assert "padded_rows" in script and script.count("R.permute_dims") == 2, script  # the outputs' only
 
     def run(module):
         machine = tvm.runtime.vm.VirtualMachine(tvm.compile(module, target=tvm.target.Target({"kind": "llvm"})),
                                                 tvm.cpu())
-        return machine["main"](tvm.runtime.tensor(data)).numpy()
-    data = rng.integers(-128, 128, (1, 16, 9, 9)).astype("int8")
-    np.testing.assert_array_equal(run(mod), run(original))
+        return [out.numpy() for out in machine["main"](tvm.runtime.tensor(data))]
+    data = rng.integers(low, high + 1, (1, 32, 9, 9)).astype(activation)
+    for got, want in zip(run(mod), run(original)):
+        np.testing.assert_array_equal(got, want)
