@@ -36,7 +36,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.sym.pattern import detect_linear_equation
 from tvm.tirx.analysis import undefined_vars
 
-from schedules import intrinsics as intrinsics_module, pair_sums, table_reads
+from schedules import intrinsics as intrinsics_module, pair_sums, table_reads, tensorized_loops
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -773,7 +773,7 @@ def replay_tensorized(mod, space, postprocs) -> tuple:
     sch = tvm.s_tir.Schedule(mod)
     try:
         space.trace.apply_to_schedule(sch, remove_postproc=True)
-        sch.unannotate(sch.get_sblock("root"), "meta_schedule.vectorize")
+        tensorized_loops.drop_root_vectorize(sch)
         refused = _postprocess(sch, postprocs)
     except Exception as err:  # noqa: BLE001
         return sch, _first_line(err)

@@ -96,9 +96,14 @@ def read_json(path: Path) -> dict:
 
 
 def json_database(workload_file: Path, record_file: Path):
-    """MetaSchedule's JSONDatabase over the two files, or a UserError if they do not load."""
+    """MetaSchedule's JSONDatabase over the two files, or a UserError if they do not load. The tensor intrinsics
+    are registered first: an int8 database's traces name them (schedules/intrinsics.py), and reading a trace
+    whose intrinsic is unknown fails."""
     from tvm.s_tir import meta_schedule as ms
 
+    from schedules import intrinsics
+
+    intrinsics.register()
     try:
         return ms.database.JSONDatabase(path_workload=str(workload_file), path_tuning_record=str(record_file),
                                         allow_missing=True)

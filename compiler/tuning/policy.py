@@ -163,7 +163,7 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
     from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
     from tvm.s_tir.meta_schedule.utils import fork_seed
 
-    from schedules import intrinsics
+    from schedules import intrinsics, tensorized_loops
 
     intrinsics.register()  # the strict byte dot products (schedules/intrinsics.py), before the spaces name them
     contexts, weights = [], []
@@ -173,7 +173,8 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
         if task.mod.attrs.get("tirx.is_scheduled", False) or task.task_name in state.earlier:
             continue
         contexts.append(ms.TuneContext(
-            mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+            mod=task.dispatched[0], target=task.target,
+            space_generator=tensorized_loops.space_generator(task.dispatched[0], task.target),
             search_strategy=stoppable_search(make_strategy(), len(contexts), state), task_name=task.task_name,
             logger=logger, rand_state=rand_state, num_threads="physical"))
         weights.append(task.weight)

@@ -141,3 +141,26 @@ def test_a_build_without_a_layout_follows_this_cpus_own_database(logs):
     assert tuning_db.preferred_layout(tuning_db.DatabaseKey(preset, MODEL.name, "stock", "prepack")) == "plain"
     make_database(logs, "cpu-a", layout="prepack")
     assert tuning_db.preferred_layout(tuning_db.DatabaseKey(preset, MODEL.name, "stock", "prepack")) == "prepack"
+
+
+def test_a_database_of_tensorized_records_loads_in_a_fresh_process(tmp_path):
+    """An int8 database's traces name the tensor intrinsics (`dot_16x4_vnni`): a new process reading it (to resume
+    a tune, or to build) must register them first, or every record is unreadable."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedules import defaults
+    from test_dot_products import VNNI, packed_product_module
+
+    target = tvm.target.Target(VNNI)
+    mod = packed_product_module("uint8", 49, 68, 48)
+    sch, result = defaults.schedule_task(mod, target, defaults.machine_of(target), defaults.Options())
+    assert result.note.startswith("tensorized") and "dot_16x4_vnni" in str(sch.trace)
+    workloads, records = tmp_path / tuning_db.WORKLOADS, tmp_path / tuning_db.RECORDS
+    database = ms.database.JSONDatabase(path_workload=str(workloads), path_tuning_record=str(records))
+    database.commit_tuning_record(ms.database.TuningRecord(sch.trace, database.commit_workload(mod), [1e-4], target))
+    script = ("import sys; from pathlib import Path; from compiler.tuning import database as d; "
+              "print(len(d.json_database(Path(sys.argv[1]), Path(sys.argv[2])).get_all_tuning_records()))")
+    done = subprocess.run([sys.executable, "-c", script, str(workloads), str(records)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "1", done.stderr[-2000:]
