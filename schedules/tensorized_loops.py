@@ -4,9 +4,12 @@ MetaSchedule's ParallelVectorizeUnroll rule annotates every design space's root 
 and the RewriteParallelVectorizeUnroll postprocessor then vectorises the innermost loops that fit it. Around
 a product blockized for a tensor intrinsic (`vpdpbusd`, `sdot`: schedules/intrinsics.py) those loops hold
 the intrinsic's whole body, which already is one vector instruction, and the build fails ("Cannot broadcast
-lanes=16 to 32"): every tuning candidate of a packed product did, so tuning never improved one. Dropping the
-root's vectorize annotation before that postprocessor runs keeps the loops scalar; the drop is a schedule
-primitive, so it is in each record's trace and replays when the database is applied.
+lanes=16 to 32") for every candidate whose loops there fit the extent: the search lost many of its samples
+of the packed products, the kernels where int8 spends its time. Dropping the root's vectorize annotation
+before that postprocessor runs keeps the loops scalar; the drop is a schedule primitive, so it is in each
+record's trace and replays when the database is applied.
+`compiler/tuning/policy.py` gives every task this space; tuning with `--budget-policy off` takes
+MetaSchedule's own contexts and keeps the fault.
 """
 VECTORIZE = "meta_schedule.vectorize"
 AUTO_TENSORIZE = "meta_schedule.auto_tensorize"
