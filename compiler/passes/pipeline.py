@@ -13,7 +13,8 @@ from typing import Optional
 import schedules
 from compiler.errors import UserError
 from compiler.frontend import shape_binding
-from compiler.passes import dot_products, fast_math, fusion as fusion_table, integer_kernels, lookup_tables
+from compiler.passes import (dot_products, fast_math, fusion as fusion_table, integer_kernels, lookup_tables,
+                             qlinear_ops)
 
 
 def import_onnx(model, integer: bool = True):
@@ -44,6 +45,10 @@ def import_onnx(model, integer: bool = True):
     mod, tables = lookup_tables.rewrite(mod)
     if tables:
         say(f"      lookup tables: {tables} quantized element-wise chains (sigmoid, SiLU) read from 256-entry tables")
+    mod, fused = qlinear_ops.rewrite(mod)
+    if any(fused.values()):
+        say(f"      quantized additions and softmaxes: {fused['add']} and {fused['softmax']} computed on their 8-bit "
+            "operands as ONNX Runtime's QLinearAdd and QLinearSoftmax")
     return mod
 
 
