@@ -22,9 +22,10 @@ from compiler.bench.measure import (
     publish,
     tvm_timer,
 )
-from compiler.driver import CompileOptions, compile_model
+from compiler.device.verify import compare, onnxruntime_outputs, seeded_inputs
+from compiler.driver import QUANTIZED_TOLERANCE, CompileOptions, compile_model
 from compiler.errors import UserError
-from compiler.frontend import quantize
+from compiler.frontend import onnx_model, quantize
 from compiler.output import say
 
 ENGINES = ("TVM float", "TVM int8", "ONNX Runtime float", "ONNX Runtime int8")
@@ -51,6 +52,7 @@ def run(preset, args) -> dict:
         say(f"[{index}/{len(names)}] building {name} for {preset.name}, float and int8")
         builds[name] = build_pair(preset, name, work)
     use_threads(threads)
+    agreement = {name: onnxruntime_agreement(built) for name, built in builds.items()}
     timers = {}
     for name, built in builds.items():
         image = bench_image(zoo.lookup(name).input_shape)
@@ -66,7 +68,18 @@ def run(preset, args) -> dict:
                f"--runs {args.runs}" + (f" --json {args.json}" if args.json else ""))
     return {"target": preset.name, "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
             "threads": threads, "runs_per_engine": rounds * per_round, "command": command,
-            "models": {name: _row(built, {e: times[name, e] for e in ENGINES}) for name, built in builds.items()}}
+            "models": {name: {**_row(built, {e: times[name, e] for e in ENGINES}), "onnxruntime_agreement": agreement[name]}
+                       for name, built in builds.items()}}
+
+
+def onnxruntime_agreement(built: dict) -> dict:
+    """--verify's check on the host: the int8 library against ONNX Runtime's run of its QDQ model, same seeded
+    input, the largest relative error over the outputs."""
+    qdq = onnx_model.load(built["qdq"])
+    arrays = seeded_inputs(qdq.inputs)
+    outputs = Model(built["int8"].library).run(*arrays)
+    comparisons = compare(qdq.output_names, outputs, onnxruntime_outputs(qdq.path, qdq.inputs, arrays))
+    return {"relative_error": max(c.rel_error for c in comparisons), "tolerance": QUANTIZED_TOLERANCE}
 
 
 def _row(built: dict, times: dict) -> dict:
@@ -88,20 +101,23 @@ def render(report: dict) -> str:
     lines = [f"int8 against float, batch 1 on {report['device']}, {report['threads']} threads, "
              f"{report['runs_per_engine']} runs per engine, interleaved ({report['command']})", "",
              "| model | " + " | ".join(f"{e} (ms)" for e in ENGINES) + " | " + " | ".join(ratio_names)
-             + " | int8 vs float (SQNR, top-1) | TVM databases (float / int8) |",
+             + " | int8 vs float (SQNR, top-1) | TVM int8 vs ONNX Runtime int8 (relative error) | TVM databases (float / int8) |",
              "| --- | " + " | ".join("---:" for _ in ENGINES) + " | " + " | ".join("---:" for _ in ratio_names)
-             + " | --- | --- |"]
+             + " | --- | ---: | --- |"]
     for name, row in report["models"].items():
         agreement = row["agreement"]
         top1 = "-" if agreement["top1_agreement"] is None else f"{agreement['top1_agreement']:.0%}"
         databases = " / ".join(_database_label(row["databases"][p]) for p in ("float", "int8"))
         lines.append(f"| {name} | " + " | ".join(f"{row['median_ms'][e]:.2f}" for e in ENGINES) + " | "
                      + " | ".join(f"{row['ratios'][r]:.2f}x" for r in ratio_names)
-                     + f" | {agreement['sqnr_db']:.1f} dB, {top1} | {databases} |")
+                     + f" | {agreement['sqnr_db']:.1f} dB, {top1} | {row['onnxruntime_agreement']['relative_error']:.2g}"
+                     f" | {databases} |")
     lines += ["", "Agreement: the int8 model's first output against the float model's over the quantizer's "
               f"calibration inputs ({next(iter(report['models'].values()))['agreement']['calibration']}); the "
               "registered models carry seeded, untrained weights, so these say how much the network amplifies "
-              "quantization noise, not a trained model's accuracy."]
+              "quantization noise, not a trained model's accuracy. TVM int8 vs ONNX Runtime int8: `--verify`'s "
+              "check, the largest difference of the outputs on the seeded input over the largest output value "
+              f"(tolerance {QUANTIZED_TOLERANCE:g})."]
     return "\n".join(lines) + "\n"
 
 
