@@ -15,8 +15,9 @@ The requantization is ONNX Runtime's (MLAS: a float32 multiplier, round half to 
 clamp; a ReLU or Clip between becomes a clamp of the quantized value), so that rounding ties fall as in
 the reference the outputs are checked against; a fixed-point multiplier and shift would round
 differently. Fusion puts it in the product's kernel. A product not followed by a quantize returns
-float(acc) * s_x * s_w to the float graph. Whatever is not such a product (sigmoid, softmax, layer norm,
-residual adds) stays float between the model's own quantize / dequantize steps.
+float(acc) * s_x * s_w to the float graph. Whatever is not such a product stays float between the model's
+own quantize / dequantize steps here; lookup_tables.py and qlinear_ops.py take the sigmoids, additions and
+softmaxes next.
 
 Runs on the imported module, before constant folding would turn the int8 weights into float32 constants.
 """

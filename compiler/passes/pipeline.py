@@ -47,8 +47,9 @@ def import_onnx(model, integer: bool = True):
         say(f"      lookup tables: {tables} quantized element-wise chains (sigmoid, SiLU) read from 256-entry tables")
     mod, fused = qlinear_ops.rewrite(mod)
     if any(fused.values()):
-        say(f"      quantized additions and softmaxes: {fused['add']} and {fused['softmax']} computed on their 8-bit "
-            "operands as ONNX Runtime's QLinearAdd and QLinearSoftmax")
+        say(f"      quantized additions, products and softmaxes: {fused['add']}, {fused['multiply']} and "
+            f"{fused['softmax']} computed on their 8-bit operands as ONNX Runtime's QLinearAdd, QLinearMul and "
+            "QLinearSoftmax")
     return mod
 
 

@@ -1,12 +1,15 @@
-"""Quantized additions and softmaxes -> 8-bit kernels with ONNX Runtime's arithmetic (QLinearAdd, QLinearSoftmax).
+"""Quantized additions, products and softmaxes -> 8-bit kernels with ONNX Runtime's arithmetic (QLinearAdd,
+QLinearMul, QLinearSoftmax).
 
-A QDQ model's additions and softmaxes import as dequantize -> float op -> quantize. ONNX Runtime, whose run of
+A QDQ model's additions, element-wise products and softmaxes import as dequantize -> float op -> quantize. ONNX Runtime, whose run of
 the same QDQ file the product is checked against, fuses each into an integer-in, integer-out kernel that
 rounds differently from the float graph: a value on a rounding tie of the output scale lands one step apart,
 and the difference then spreads through every later layer (on MobileViT-XS these two were the only sources
-of disagreement). This pass computes them as ONNX Runtime does on x86 (MLAS), on the 8-bit tensors:
+of disagreement, on AttendNeXt the DC-AC's products). This pass computes them as ONNX Runtime does on x86
+(MLAS), on the 8-bit tensors:
 
     add      c = clamp(round(fma(a, s_a/s_c, fma(b, s_b/s_c, z_c - (s_a/s_c z_a + s_b/s_c z_b)))))     float32
+    multiply c = clamp(round(float((a - z_a)(b - z_b)) (s_a s_b / s_c) + z_c))     float32, multiply then add
     softmax  e = E[x - max(x) + 255], E[k] = float32(exp((k - 255 + shift) s_x)), shift = max(0, ln(FLT_MAX/D) - 5)/s_x
              y = min(round((e floor(1/s_y)) / sum(e)) + z_y, 255)                                     float32
 
@@ -28,7 +31,7 @@ import numpy as np
 from compiler.passes.dot_products import OPAQUE, OUT_ELEMWISE_FUSABLE
 from compiler.passes.integer_kernels import EIGHT_BIT, constant_value
 
-ADD, SOFTMAX = "quantized_add", "quantized_softmax"  # kernel names
+ADD, MULTIPLY, SOFTMAX = "quantized_add", "quantized_multiply", "quantized_softmax"  # kernel names
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -51,6 +54,11 @@ def add_reference(a, b, scale_a, zero_a, scale_b, zero_b, scale_c, zero_c, dtype
     return np.clip(np.rint(value), info.min, info.max).astype(dtype)
 
 
+def multiply_ratio(scale_a, scale_b, scale_c) -> np.float32:
+    """s_a s_b / s_c in float32, in ONNX Runtime's order."""
+    return np.float32(np.float32(np.float32(scale_a) * np.float32(scale_b)) / np.float32(scale_c))
+
+
 def softmax_table(scale_x, depth: int) -> np.ndarray:
     """E[k], k = x - max(x) + 255: ONNX Runtime's QLinearSoftmax exponentials (in double, stored as float32)."""
     shift = max(0.0, math.log(FLOAT32_MAX / depth) - 5) / float(np.float32(scale_x))
@@ -70,7 +78,8 @@ def rewrite(mod):
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
             mutator.find(func)
-    counts = {kind: sum(1 for found in mutator.found.values() if found[0] == kind) for kind in ("add", "softmax")}
+    counts = {kind: sum(1 for found in mutator.found.values() if found[0] == kind)
+              for kind in ("add", "multiply", "softmax")}
     if not mutator.found:
         return mod, counts
     for gvar, func in list(mod.functions_items()):
@@ -100,24 +109,59 @@ def _quantized_add(a, b, ratio_a, ratio_b, fixed, dtype):
     from tvm import te
 
     rank = max(len(a.shape), len(b.shape))
-    aligned_a, aligned_b = ([None] * (rank - len(t.shape)) + list(t.shape) for t in (a, b))
-    # the operands' own extents (int64, as the rest of the graph indexes), the one that is not 1 on each axis
-    out_shape = [y if x is None or (y is not None and int(x) == 1) else x for x, y in zip(aligned_a, aligned_b)]
-    info = np.iinfo(dtype)
+    out_shape = _broadcast_shape(a, b)
     fma, f32 = tvm.tirx.op.fma, "float32"
 
-    def read(tensor, index):
-        offset = rank - len(tensor.shape)
-        return tensor(*[0 if int(d) == 1 else index[offset + k] for k, d in enumerate(tensor.shape)]).astype(f32)
-
     def element(*index):
-        value = fma(read(a, index), tvm.tirx.const(ratio_a, f32),
-                    fma(read(b, index), tvm.tirx.const(ratio_b, f32), tvm.tirx.const(fixed, f32)))
-        clamped = tvm.tirx.max(tvm.tirx.min(tvm.tirx.round(value), tvm.tirx.const(float(info.max), f32)),
-                               tvm.tirx.const(float(info.min), f32))
-        return clamped.astype(dtype)
+        value = fma(_read(a, index, rank, f32), tvm.tirx.const(ratio_a, f32),
+                    fma(_read(b, index, rank, f32), tvm.tirx.const(ratio_b, f32), tvm.tirx.const(fixed, f32)))
+        return _saturate(value, dtype)
 
     return te.compute(out_shape, element, name=ADD)
+
+
+def _quantized_multiply(a, b, zero_a, zero_b, ratio, zero_c, dtype):
+    """c[i] = clamp(round(float32(float32(p) ratio) + z_c)), p = (a[i] - z_a)(b[i] - z_b) in int32. The product
+    by the ratio is taken in float64 (exact) and rounded to float32, so that LLVM cannot contract it with the
+    addition into a fused multiply-add: ONNX Runtime's kernel rounds after each."""
+    import tvm
+    from tvm import te
+
+    rank = max(len(a.shape), len(b.shape))
+    out_shape = _broadcast_shape(a, b)
+    i32, f32 = "int32", "float32"
+
+    def element(*index):
+        p = ((_read(a, index, rank, i32) - tvm.tirx.const(zero_a, i32))
+             * (_read(b, index, rank, i32) - tvm.tirx.const(zero_b, i32)))
+        scaled = (p.astype(f32).astype("float64") * tvm.tirx.const(float(ratio), "float64")).astype(f32)
+        value = scaled + tvm.tirx.const(float(zero_c), f32)
+        return _saturate(value, dtype)
+
+    return te.compute(out_shape, element, name=MULTIPLY)
+
+
+def _saturate(value, dtype: str):
+    """round(value) half to even, clamped to `dtype`'s range, as that type."""
+    import tvm
+
+    info = np.iinfo(dtype)
+    return tvm.tirx.max(tvm.tirx.min(tvm.tirx.round(value), tvm.tirx.const(float(info.max), "float32")),
+                        tvm.tirx.const(float(info.min), "float32")).astype(dtype)
+
+
+def _broadcast_shape(a, b):
+    """The shape `a` and `b` broadcast to, from the operands' own extents (int64, as the rest of the graph
+    indexes): on each axis the one that is not 1."""
+    rank = max(len(a.shape), len(b.shape))
+    aligned_a, aligned_b = ([None] * (rank - len(t.shape)) + list(t.shape) for t in (a, b))
+    return [y if x is None or (y is not None and int(x) == 1) else x for x, y in zip(aligned_a, aligned_b)]
+
+
+def _read(tensor, index, rank: int, dtype: str):
+    """tensor[index] broadcast from the output's `index`, cast to `dtype`."""
+    offset = rank - len(tensor.shape)
+    return tensor(*[0 if int(d) == 1 else index[offset + k] for k, d in enumerate(tensor.shape)]).astype(dtype)
 
 
 def _quantized_softmax(x, table, factor, zero_point, dtype):
@@ -150,7 +194,8 @@ def _make_mutator():
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     quantize, dequantize = tvm.ir.Op.get("relax.quantize"), tvm.ir.Op.get("relax.dequantize")
-    add, softmax = tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.nn.softmax")
+    add, multiply, softmax = (tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.multiply"),
+                              tvm.ir.Op.get("relax.nn.softmax"))
 
     @mutator
     class QLinearOps(PyExprMutator):
@@ -183,7 +228,7 @@ def _make_mutator():
             return call.args[0], float(constant_value(call.args[1])), int(constant_value(call.args[2]))
 
         def match(self, value, uses):
-            """(kind, ...) when `value` quantizes an add or softmax ONNX Runtime fuses, else None."""
+            """(kind, ...) when `value` quantizes an add, multiply or softmax ONNX Runtime fuses, else None."""
             if (not isinstance(value, relax.Call) or value.op != quantize or not all(_scalar(a) for a in value.args[1:])
                     or str(value.attrs.out_dtype) not in EIGHT_BIT):
                 return None
@@ -203,6 +248,9 @@ def _make_mutator():
                     first, second = second, first  # ONNX Runtime passes a broadcast first operand second
                 return "add", first[0], second[0], add_constants(first[1], first[2], second[1], second[2], scale,
                                                                  zero_point), dtype
+            if call.op == multiply:
+                (a, scale_a, zero_a), (b, scale_b, zero_b) = operands
+                return "multiply", a, b, zero_a, zero_b, multiply_ratio(scale_a, scale_b, scale), zero_point, dtype
             rank = len(_shape(call))
             if call.op == softmax and int(call.attrs.axis) in (-1, rank - 1):
                 (x, scale_x, _), = operands
@@ -216,6 +264,11 @@ def _make_mutator():
                 _, a, b, (ratio_a, ratio_b, fixed), dtype = found
                 value = self.builder_.call_te(_quantized_add, self.visit_expr(a), self.visit_expr(b), float(ratio_a),
                                               float(ratio_b), float(fixed), dtype, primfunc_name_hint=ADD,
+                                              primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
+            elif found is not None and found[0] == "multiply":
+                _, a, b, zero_a, zero_b, ratio, zero_c, dtype = found
+                value = self.builder_.call_te(_quantized_multiply, self.visit_expr(a), self.visit_expr(b), zero_a,
+                                              zero_b, float(ratio), zero_c, dtype, primfunc_name_hint=MULTIPLY,
                                               primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
             elif found is not None:
                 _, x, table, factor, zero_point, dtype = found

@@ -10,8 +10,8 @@ SHAPES = [((1, 16, 24, 24), (1, 16, 24, 24)), ((1, 96, 64), (64,)), ((1, 16, 24,
           ((1, 96, 64), (1,)), ((16, 1, 1), (1, 16, 24, 24))]
 
 
-def addition(a_shape, b_shape, dtype, params):
-    """A module main(a, b) = quantize(dequantize(a) + dequantize(b)), every scale and zero point per tensor."""
+def binary(a_shape, b_shape, dtype, params, op="add"):
+    """A module main(a, b) = quantize(op(dequantize(a), dequantize(b))), every scale and zero point per tensor."""
     import tvm
     from tvm import relax
 
@@ -25,7 +25,7 @@ def addition(a_shape, b_shape, dtype, params):
     builder = relax.BlockBuilder()
     with builder.function("main", [a, b]):
         with builder.dataflow():
-            total = builder.emit(relax.op.add(relax.op.dequantize(a, const(sa, "float32"), const(za, dtype)),
+            total = builder.emit(getattr(relax.op, op)(relax.op.dequantize(a, const(sa, "float32"), const(za, dtype)),
                                               relax.op.dequantize(b, const(sb, "float32"), const(zb, dtype))))
             out = builder.emit_output(relax.op.quantize(total, const(sc, "float32"), const(zc, dtype), out_dtype=dtype))
         builder.emit_func_output(out)
@@ -87,14 +87,33 @@ def test_additions_match_onnxruntimes_qlinear_add_exactly(a_shape, b_shape, dtyp
         params = [(float(np.float32(rng.uniform(0.002, 0.08))), int(rng.integers(info.min, info.max))) for _ in range(3)]
         a = rng.integers(info.min, info.max + 1, a_shape).astype(dtype)
         b = rng.integers(info.min, info.max + 1, b_shape).astype(dtype)
-        rewritten, count = qlinear_ops.rewrite(addition(a_shape, b_shape, dtype, params))
-        assert count == {"add": 1, "softmax": 0} and "cls.quantized_add" in rewritten.script(show_meta=False)
+        rewritten, count = qlinear_ops.rewrite(binary(a_shape, b_shape, dtype, params))
+        assert count == {"add": 1, "multiply": 0, "softmax": 0} and "cls.quantized_add" in rewritten.script(show_meta=False)
         got, want = run(rewritten, a, b), onnxruntime_contrib_op("QLinearAdd", [a, b], params, dtype)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(qlinear_ops.add_reference(a, b, *params[0], *params[1], *params[2], dtype), want)
         assert len(np.unique(got)) > 16  # many output levels, not a saturated block: the comparison sees the arithmetic
-        mismatches_of_the_float_graph += int((run(addition(a_shape, b_shape, dtype, params), a, b) != want).sum())
+        mismatches_of_the_float_graph += int((run(binary(a_shape, b_shape, dtype, params), a, b) != want).sum())
     print(f"the float graph's rounding differs from QLinearAdd on {mismatches_of_the_float_graph} elements")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("a_shape,b_shape", SHAPES)
+def test_products_match_onnxruntimes_qlinear_mul_exactly(a_shape, b_shape, dtype):
+    """The DC-AC's gates and an attention's scaling: rounded after the product by the ratio and again after the
+    zero point is added (a fused multiply-add would round once, and differ on ties)."""
+    rng = np.random.default_rng(sum(a_shape) * 3 + len(b_shape))
+    info = np.iinfo(dtype)
+    for trial in range(6):
+        params = [(float(np.float32(rng.uniform(0.002, 0.08))), int(rng.integers(info.min, info.max))) for _ in range(2)]
+        params.append((params[0][0] * params[1][0] * float(rng.uniform(8, 80)), int(rng.integers(info.min, info.max))))
+        a = rng.integers(info.min, info.max + 1, a_shape).astype(dtype)
+        b = rng.integers(info.min, info.max + 1, b_shape).astype(dtype)
+        rewritten, count = qlinear_ops.rewrite(binary(a_shape, b_shape, dtype, params, op="multiply"))
+        assert count == {"add": 0, "multiply": 1, "softmax": 0}
+        got = run(rewritten, a, b)
+        np.testing.assert_array_equal(got, onnxruntime_contrib_op("QLinearMul", [a, b], params, dtype))
+        assert len(np.unique(got)) > 16
 
 
 def test_a_sum_used_elsewhere_stays_float():
@@ -113,7 +132,7 @@ def test_a_sum_used_elsewhere_stays_float():
             out = builder.emit_output(relax.Tuple([q, total]))
         builder.emit_func_output(out)
     _, count = qlinear_ops.rewrite(tvm.IRModule({"main": builder.get()["main"]}))
-    assert count == {"add": 0, "softmax": 0}
+    assert count == {"add": 0, "multiply": 0, "softmax": 0}
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
@@ -127,7 +146,7 @@ def test_softmaxes_match_onnxruntimes_qlinear_softmax(dtype):
         params = [(scale_x, int(rng.integers(info.min, info.max))), (1 / 255 * 1.07, int(info.min))]
         x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
         rewritten, count = qlinear_ops.rewrite(softmax(shape, dtype, params))
-        assert count == {"add": 0, "softmax": 1} and "R.nn.softmax" not in rewritten.script(show_meta=False)
+        assert count == {"add": 0, "multiply": 0, "softmax": 1} and "R.nn.softmax" not in rewritten.script(show_meta=False)
         got = run(rewritten, x)
         want = onnxruntime_contrib_op("QLinearSoftmax", [x], params, dtype, opset=13, axis=-1)
         np.testing.assert_array_equal(got, want)
