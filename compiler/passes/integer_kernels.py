@@ -73,6 +73,16 @@ def constant_value(expr) -> Optional[np.ndarray]:
     return np.array(value) if isinstance(value, (int, float)) else None
 
 
+def is_scalar(expr) -> bool:
+    """Whether `expr` is a constant of one element (a per-tensor scale or zero point)."""
+    value = constant_value(expr)
+    return value is not None and value.size == 1
+
+
+def static_shape(expr) -> tuple:
+    return tuple(int(d) for d in expr.ty.shape)
+
+
 def _dtype(expr) -> str:
     return str(expr.ty.dtype)
 

@@ -17,7 +17,7 @@ Runs on the imported module after integer_kernels, before anything folds the sca
 """
 import numpy as np
 
-from compiler.passes.integer_kernels import EIGHT_BIT, constant_value
+from compiler.passes.integer_kernels import EIGHT_BIT, constant_value, is_scalar, static_shape
 
 # tvm.relax's OpPatternKind.kBroadcast: fuses as an element-wise step does (kElemWise, 0, would read as no
 # pattern given, and TVM's analysis calls a table read opaque)
@@ -50,15 +50,6 @@ def rewrite(mod):
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return relax.transform.DeadCodeElimination()(mutator.builder_.get()), len(mutator.chains)
-
-
-def _scalar(expr) -> bool:
-    value = constant_value(expr)
-    return value is not None and value.size == 1
-
-
-def _shape(expr):
-    return tuple(int(d) for d in expr.ty.shape)
 
 
 def tables(chains, sources) -> list:
@@ -191,12 +182,12 @@ def _make_mutator():
             if inlined is None or len(sources) != 1 or not any(op in costly for op in steps):
                 return None
             (source,) = sources
-            return (inlined, source) if _shape(source) == _shape(value) else None
+            return (inlined, source) if static_shape(source) == static_shape(value) else None
 
         def quantize_step(self, value, sources, steps):
             """An 8-bit quantize with scalar parameters, its operand inlined; None for anything else."""
             if (not isinstance(value, relax.Call) or value.op != quantize
-                    or not all(_scalar(arg) for arg in value.args[1:])):
+                    or not all(is_scalar(arg) for arg in value.args[1:])):
                 return None
             operand = self.inline(value.args[0], sources, steps)
             return None if operand is None else relax.Call(quantize, [operand, *value.args[1:]], value.attrs,
@@ -205,14 +196,14 @@ def _make_mutator():
         def inline(self, expr, sources, steps):
             """The float `expr` written in terms of its 8-bit sources (added to `sources`; the ops met added to
             `steps`), or None when something in it is not element-wise on them."""
-            if _scalar(expr):
+            if is_scalar(expr):
                 return expr
             call = self.bound.get(expr) if isinstance(expr, relax.Var) else expr
             if not isinstance(call, relax.Call) or str(call.ty.dtype) != "float32":
                 return None
             if call.op == dequantize:
                 data = call.args[0]
-                if not all(_scalar(arg) for arg in call.args[1:]) or str(data.ty.dtype) not in EIGHT_BIT:
+                if not all(is_scalar(arg) for arg in call.args[1:]) or str(data.ty.dtype) not in EIGHT_BIT:
                     return None
                 inner_sources, inner_steps = set(), []
                 inner = self.quantize_step(self.bound.get(data), inner_sources, inner_steps)
@@ -228,7 +219,7 @@ def _make_mutator():
             args = []
             for arg in call.args:
                 inlined = self.inline(arg, sources, steps)
-                if inlined is None or (not _scalar(arg) and _shape(arg) != _shape(call)):
+                if inlined is None or (not is_scalar(arg) and static_shape(arg) != static_shape(call)):
                     return None
                 args.append(inlined)
             steps.append(call.op)

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from compiler.passes.dot_products import OPAQUE, OUT_ELEMWISE_FUSABLE
-from compiler.passes.integer_kernels import EIGHT_BIT, constant_value
+from compiler.passes.integer_kernels import EIGHT_BIT, constant_value, is_scalar, static_shape
 
 ADD, MULTIPLY, SOFTMAX = "quantized_add", "quantized_multiply", "quantized_softmax"  # kernel names
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -86,15 +86,6 @@ def rewrite(mod):
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gvar, mutator.visit_expr(func))
     return relax.transform.DeadCodeElimination()(mutator.builder_.get()), counts
-
-
-def _scalar(expr) -> bool:
-    value = constant_value(expr)
-    return value is not None and value.size == 1
-
-
-def _shape(expr):
-    return tuple(int(d) for d in expr.ty.shape)
 
 
 def _varies_innermost(shape, out_shape) -> bool:
@@ -223,13 +214,13 @@ def _make_mutator():
             """(8-bit source, scale, zero point) of a per-tensor dequantize, else None."""
             call = self.bound.get(expr) if isinstance(expr, relax.Var) else expr
             if (not isinstance(call, relax.Call) or call.op != dequantize or str(call.args[0].ty.dtype) not in EIGHT_BIT
-                    or not all(_scalar(arg) for arg in call.args[1:])):
+                    or not all(is_scalar(arg) for arg in call.args[1:])):
                 return None
             return call.args[0], float(constant_value(call.args[1])), int(constant_value(call.args[2]))
 
         def match(self, value, uses):
             """(kind, ...) when `value` quantizes an add, multiply or softmax ONNX Runtime fuses, else None."""
-            if (not isinstance(value, relax.Call) or value.op != quantize or not all(_scalar(a) for a in value.args[1:])
+            if (not isinstance(value, relax.Call) or value.op != quantize or not all(is_scalar(a) for a in value.args[1:])
                     or str(value.attrs.out_dtype) not in EIGHT_BIT):
                 return None
             result = value.args[0]
@@ -243,18 +234,18 @@ def _make_mutator():
             scale, zero_point = float(constant_value(value.args[1])), int(constant_value(value.args[2]))
             if call.op == add:
                 first, second = operands
-                out_shape = _shape(call)
-                if not _varies_innermost(_shape(first[0]), out_shape) and _varies_innermost(_shape(second[0]), out_shape):
+                out_shape = static_shape(call)
+                if not _varies_innermost(static_shape(first[0]), out_shape) and _varies_innermost(static_shape(second[0]), out_shape):
                     first, second = second, first  # ONNX Runtime passes a broadcast first operand second
                 return "add", first[0], second[0], add_constants(first[1], first[2], second[1], second[2], scale,
                                                                  zero_point), dtype
             if call.op == multiply:
                 (a, scale_a, zero_a), (b, scale_b, zero_b) = operands
                 return "multiply", a, b, zero_a, zero_b, multiply_ratio(scale_a, scale_b, scale), zero_point, dtype
-            rank = len(_shape(call))
+            rank = len(static_shape(call))
             if call.op == softmax and int(call.attrs.axis) in (-1, rank - 1):
                 (x, scale_x, _), = operands
-                return "softmax", x, softmax_table(scale_x, _shape(x)[-1]), softmax_factor(scale), zero_point, dtype
+                return "softmax", x, softmax_table(scale_x, static_shape(x)[-1]), softmax_factor(scale), zero_point, dtype
             return None
 
         def visit_var_binding_(self, binding):
