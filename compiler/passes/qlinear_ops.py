@@ -31,7 +31,9 @@ import numpy as np
 from compiler.passes.dot_products import OPAQUE, OUT_ELEMWISE_FUSABLE
 from compiler.passes.integer_kernels import EIGHT_BIT, constant_value, is_scalar, static_shape
 
-ADD, MULTIPLY, SOFTMAX = "quantized_add", "quantized_multiply", "quantized_softmax"  # kernel names
+KERNELS = {"add": "quantized_add", "multiply": "quantized_multiply", "softmax": "quantized_softmax"}
+# an addition or product fuses with the element-wise steps after it and starts its own kernel; a softmax stands alone
+PATTERNS = {"add": OUT_ELEMWISE_FUSABLE, "multiply": OUT_ELEMWISE_FUSABLE, "softmax": OPAQUE}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -71,7 +73,7 @@ def softmax_factor(scale_y) -> np.float32:
 
 
 def rewrite(mod):
-    """(module, {"add": count, "softmax": count} rewritten)."""
+    """(module, {"add": count, "multiply": count, "softmax": count} rewritten)."""
     from tvm import relax
 
     mutator = _make_mutator()(mod)
@@ -79,7 +81,7 @@ def rewrite(mod):
         if isinstance(func, relax.Function):
             mutator.find(func)
     counts = {kind: sum(1 for found in mutator.found.values() if found[0] == kind)
-              for kind in ("add", "multiply", "softmax")}
+              for kind in KERNELS}
     if not mutator.found:
         return mod, counts
     for gvar, func in list(mod.functions_items()):
@@ -108,7 +110,7 @@ def _quantized_add(a, b, ratio_a, ratio_b, fixed, dtype):
                     fma(_read(b, index, rank, f32), tvm.tirx.const(ratio_b, f32), tvm.tirx.const(fixed, f32)))
         return _saturate(value, dtype)
 
-    return te.compute(out_shape, element, name=ADD)
+    return te.compute(out_shape, element, name=KERNELS["add"])
 
 
 def _quantized_multiply(a, b, zero_a, zero_b, ratio, zero_c, dtype):
@@ -129,7 +131,7 @@ def _quantized_multiply(a, b, zero_a, zero_b, ratio, zero_c, dtype):
         value = scaled + tvm.tirx.const(float(zero_c), f32)
         return _saturate(value, dtype)
 
-    return te.compute(out_shape, element, name=MULTIPLY)
+    return te.compute(out_shape, element, name=KERNELS["multiply"])
 
 
 def _saturate(value, dtype: str):
@@ -176,7 +178,7 @@ def _quantized_softmax(x, table, factor, zero_point, dtype):
         level = tvm.tirx.round(share).astype(i32) + tvm.tirx.const(int(zero_point), i32)
         return tvm.tirx.min(level, tvm.tirx.const(255, i32)).astype(dtype)  # int8 wraps as ONNX Runtime's cast
 
-    return te.compute(x.shape, element, name=SOFTMAX)
+    return te.compute(x.shape, element, name=KERNELS["softmax"])
 
 
 def _make_mutator():
@@ -193,7 +195,7 @@ def _make_mutator():
         def __init__(self, mod):
             super().__init__(mod)
             self.bound = {}  # var -> its value, as imported
-            self.found = {}  # var bound to a quantize that a kernel replaces -> (kind, operands, constants...)
+            self.found = {}  # var bound to a quantize that a kernel replaces -> (kind, te function, its arguments)
 
         def find(self, func):
             self.bound.update({binding.var: binding.value for block in func.body.blocks for binding in block.bindings})
@@ -237,35 +239,27 @@ def _make_mutator():
                 out_shape = static_shape(call)
                 if not _varies_innermost(static_shape(first[0]), out_shape) and _varies_innermost(static_shape(second[0]), out_shape):
                     first, second = second, first  # ONNX Runtime passes a broadcast first operand second
-                return "add", first[0], second[0], add_constants(first[1], first[2], second[1], second[2], scale,
-                                                                 zero_point), dtype
+                constants = add_constants(first[1], first[2], second[1], second[2], scale, zero_point)
+                return "add", _quantized_add, (first[0], second[0], *(float(c) for c in constants), dtype)
             if call.op == multiply:
                 (a, scale_a, zero_a), (b, scale_b, zero_b) = operands
-                return "multiply", a, b, zero_a, zero_b, multiply_ratio(scale_a, scale_b, scale), zero_point, dtype
+                ratio = float(multiply_ratio(scale_a, scale_b, scale))
+                return "multiply", _quantized_multiply, (a, b, zero_a, zero_b, ratio, zero_point, dtype)
             rank = len(static_shape(call))
             if call.op == softmax and int(call.attrs.axis) in (-1, rank - 1):
                 (x, scale_x, _), = operands
-                return "softmax", x, softmax_table(scale_x, static_shape(x)[-1]), softmax_factor(scale), zero_point, dtype
+                table = relax.const(softmax_table(scale_x, static_shape(x)[-1]))
+                return "softmax", _quantized_softmax, (x, table, float(softmax_factor(scale)), zero_point, dtype)
             return None
 
         def visit_var_binding_(self, binding):
             value = self.visit_expr(binding.value)
             found = self.found.get(binding.var)
-            if found is not None and found[0] == "add":
-                _, a, b, (ratio_a, ratio_b, fixed), dtype = found
-                value = self.builder_.call_te(_quantized_add, self.visit_expr(a), self.visit_expr(b), float(ratio_a),
-                                              float(ratio_b), float(fixed), dtype, primfunc_name_hint=ADD,
-                                              primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
-            elif found is not None and found[0] == "multiply":
-                _, a, b, zero_a, zero_b, ratio, zero_c, dtype = found
-                value = self.builder_.call_te(_quantized_multiply, self.visit_expr(a), self.visit_expr(b), zero_a,
-                                              zero_b, float(ratio), zero_c, dtype, primfunc_name_hint=MULTIPLY,
-                                              primfunc_attrs={"op_pattern": OUT_ELEMWISE_FUSABLE})
-            elif found is not None:
-                _, x, table, factor, zero_point, dtype = found
-                value = self.builder_.call_te(_quantized_softmax, self.visit_expr(x), relax.const(table), float(factor),
-                                              zero_point, dtype, primfunc_name_hint=SOFTMAX,
-                                              primfunc_attrs={"op_pattern": OPAQUE})
+            if found is not None:
+                kind, compute, args = found
+                value = self.builder_.call_te(
+                    compute, *[self.visit_expr(a) if isinstance(a, relax.Expr) else a for a in args],
+                    primfunc_name_hint=KERNELS[kind], primfunc_attrs={"op_pattern": PATTERNS[kind]})
             emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
             self.set_var_remap(binding.var, emit(value, str(binding.var.name)))
 
