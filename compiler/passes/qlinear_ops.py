@@ -101,13 +101,12 @@ def _quantized_add(a, b, ratio_a, ratio_b, fixed, dtype):
     import tvm.tirx.op
     from tvm import te
 
-    rank = max(len(a.shape), len(b.shape))
     out_shape = _broadcast_shape(a, b)
     fma, f32 = tvm.tirx.op.fma, "float32"
 
     def element(*index):
-        value = fma(_read(a, index, rank, f32), tvm.tirx.const(ratio_a, f32),
-                    fma(_read(b, index, rank, f32), tvm.tirx.const(ratio_b, f32), tvm.tirx.const(fixed, f32)))
+        value = fma(_read(a, index, f32), tvm.tirx.const(ratio_a, f32),
+                    fma(_read(b, index, f32), tvm.tirx.const(ratio_b, f32), tvm.tirx.const(fixed, f32)))
         return _saturate(value, dtype)
 
     return te.compute(out_shape, element, name=KERNELS["add"])
@@ -120,13 +119,12 @@ def _quantized_multiply(a, b, zero_a, zero_b, ratio, zero_c, dtype):
     import tvm
     from tvm import te
 
-    rank = max(len(a.shape), len(b.shape))
     out_shape = _broadcast_shape(a, b)
     i32, f32 = "int32", "float32"
 
     def element(*index):
-        p = ((_read(a, index, rank, i32) - tvm.tirx.const(zero_a, i32))
-             * (_read(b, index, rank, i32) - tvm.tirx.const(zero_b, i32)))
+        p = ((_read(a, index, i32) - tvm.tirx.const(zero_a, i32))
+             * (_read(b, index, i32) - tvm.tirx.const(zero_b, i32)))
         scaled = (p.astype(f32).astype("float64") * tvm.tirx.const(float(ratio), "float64")).astype(f32)
         value = scaled + tvm.tirx.const(float(zero_c), f32)
         return _saturate(value, dtype)
@@ -151,9 +149,9 @@ def _broadcast_shape(a, b):
     return [y if x is None or (y is not None and int(x) == 1) else x for x, y in zip(aligned_a, aligned_b)]
 
 
-def _read(tensor, index, rank: int, dtype: str):
+def _read(tensor, index, dtype: str):
     """tensor[index] broadcast from the output's `index`, cast to `dtype`."""
-    offset = rank - len(tensor.shape)
+    offset = len(index) - len(tensor.shape)
     return tensor(*[0 if int(d) == 1 else index[offset + k] for k, d in enumerate(tensor.shape)]).astype(dtype)
 
 
