@@ -9,8 +9,9 @@ SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu qemu-user 
 run: $(VENV)/.installed
 	$(PY) compile.py --target rpi4
 
+# Two pytest-xdist workers; tests that share an expensive module fixture carry one xdist_group and stay together.
 test: $(VENV)/.installed system-packages device
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -m "not emulated and not slow"

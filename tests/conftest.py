@@ -43,3 +43,9 @@ def kernel_classes_qdq(request, tmp_path_factory):
     path = folder / "kernel_classes-int8.onnx"
     quantize.quantize(model, path, request.param)
     return onnx_model.load(path), request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (slow, emulated) first, the quick ones after: on pytest-xdist's workers the quick tests then
+    fill the gaps at the end instead of one long test running alone on one worker while the other waits."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in ("slow", "emulated")))

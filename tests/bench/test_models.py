@@ -9,6 +9,7 @@ import pytest
 from compiler.bench import models as bench_models
 from compiler.bench.measure import table
 from compiler.errors import UserError
+from compiler.tuning import database as tuning_db
 from test_command import run_bench
 from test_cli import assert_user_error, run_cli
 
@@ -52,14 +53,32 @@ def test_bad_models_input_is_one_line(args, fragment):
     assert_user_error(run_bench(*args), fragment)
 
 
-@pytest.mark.slow
-def test_models_json_with_a_tiny_tuned_database_and_an_untuned_model(tmp_path):
-    """MobileOne-S1 tuned for 4 trials into a scratch tuning_logs/, AttendNeXt with no database there."""
-    env = dict(os.environ, DCAC_TUNING_LOGS=str(tmp_path / "logs"))
+@pytest.fixture(scope="module")
+def tuned_logs(tmp_path_factory):
+    """A scratch tuning_logs/ holding MobileOne-S1 tuned for 4 trials (AttendNeXt has no database there), and the
+    tuning run's result."""
+    folder = tmp_path_factory.mktemp("models")
+    env = dict(os.environ, DCAC_TUNING_LOGS=str(folder / "logs"))
     tuned = run_cli("--model", "mobileone_s1", "--target", "host", "--tune", "--trials", "4", "--out",
-                    tmp_path / "tuned", env=env)
+                    folder / "tuned", env=env)
+    return folder, env, tuned
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("bench-models-tuned-logs")
+def test_a_tiny_tune_of_a_registered_model_lands_in_tuning_logs(tuned_logs):
+    folder, env, tuned = tuned_logs
     assert tuned.returncode == 0, tuned.stderr[-2000:]
-    out = tmp_path / "models.json"
+    assert list((folder / "logs").rglob(tuning_db.RECORDS)), "no database in the scratch tuning_logs/"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("bench-models-tuned-logs")
+def test_models_json_with_a_tiny_tuned_database_and_an_untuned_model(tuned_logs):
+    """MobileOne-S1 with its 4-trial database from the scratch tuning_logs/, AttendNeXt with none there."""
+    folder, env, tuned = tuned_logs
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    out = folder / "models.json"
     result = subprocess.run([sys.executable, "-m", "compiler.bench", "--target", "host", "--models",
                              "mobileone_s1,attendnext", "--runs", "2", "--json", str(out)],
                             capture_output=True, text=True, cwd=ROOT, env=env)

@@ -111,8 +111,9 @@ def test_dcac_equals_stock_on_the_emulated_pi(tmp_path_factory):
     outputs = {}
     with LocalFarm(key="rpi4", servers=1) as farm:
         host, port = parse_tracker(farm.tracker)
+        # one session for both: a second request would wait for the server to drop the first (its timeout)
+        session = rpc.connect_tracker(host, port).request("rpi4", session_timeout=300)
         for mode, library in libraries.items():
-            session = rpc.connect_tracker(host, port).request("rpi4", session_timeout=300)
             (outputs[mode],) = Model(library, session=session).run(image)
     stock, dcac = outputs["stock"], outputs["dcac"]
     assert np.max(np.abs(dcac - stock)) / np.max(np.abs(stock)) <= 1e-5
@@ -179,6 +180,7 @@ def test_tuning_a_dcac_kernel_goes_through_the_custom_rule(tunable, target, tmp_
     import schedules
     from compiler.artifact.linker import find_linker
     from compiler.tuning.builder import PersistentBuilder
+    from compiler.tuning.tune import default_population
     from schedules import dcac
 
     calls = []
@@ -191,8 +193,10 @@ def test_tuning_a_dcac_kernel_goes_through_the_custom_rule(tunable, target, tmp_
     try:
         task = next(t for t in ms.relax_integration.extract_tasks(tunable["dcac"], target)
                     if t.task_name.startswith("fused_relax_"))
+        # the population the project's tuner gives a batch of 2 (MetaSchedule's 512 would spend minutes searching)
+        strategy = ms.search_strategy.EvolutionarySearch(population_size=default_population(2))
         database = ms.tune_tir(task.dispatched[0], target, str(tmp_path), max_trials_global=2, num_trials_per_iter=2,
-                               builder=builder)
+                               builder=builder, strategy=strategy)
     finally:
         builder.close()
         schedules.register()

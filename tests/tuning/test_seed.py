@@ -2,6 +2,7 @@
 run, and only this device's timings land."""
 import collections
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -27,42 +28,61 @@ def doctored_copy(source, target):
     (target / tuning_db.RECORDS).write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.slow
-def test_a_seed_is_replayed_and_measured_here_never_copied(tiny_cnn_onnx, tmp_path):
-    first = tmp_path / "first"
+@pytest.fixture(scope="module")
+def replayed(tiny_cnn_onnx, tmp_path_factory):
+    """A 12-trial database, a doctored copy of it as the seed, and a run whose budget is exactly the replay of
+    the seed's top 2 records per workload: (folder, seed bytes before, per-workload counts, replayed, result)."""
+    folder = tmp_path_factory.mktemp("seeds")
+    first = folder / "first"
     result = run(tune_cmd(tiny_cnn_onnx, "host", first, 12))
     assert result.returncode == 0, result.stderr[-2000:]
-    seed = tmp_path / "seed"
+    seed = folder / "seed"
     doctored_copy(first, seed)
     seed_bytes = {p.name: p.read_bytes() for p in seed.iterdir()}
-    seeded = tmp_path / "seeded"
     per_workload = collections.Counter(json.loads(line)[0] for line in records(seed))
-    replayed = sum(min(2, n) for n in per_workload.values())  # top 2 of each workload
-    # A budget of exactly the replay: it is spent by the seed alone, measured here.
-    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed, "--seed-database", str(seed), "--seed-defaults", "off"))
+    count = sum(min(2, n) for n in per_workload.values())  # top 2 of each workload
+    result = run(tune_cmd(tiny_cnn_onnx, "host", folder / "seeded", count, "--seed-database", str(seed),
+                          "--seed-defaults", "off"))
+    return folder, seed_bytes, per_workload, count, result
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed-replayed")
+def test_a_seed_is_replayed_and_measured_here_never_copied(replayed):
+    """A budget of exactly the replay: it is spent by the seed alone, measured here."""
+    folder, seed_bytes, per_workload, count, result = replayed
+    seed, seeded = folder / "seed", folder / "seeded"
     assert result.returncode == 0, result.stderr[-2000:]
     tasks = len(per_workload)
     assert f"seeded {tasks} of " in result.stderr, result.stderr[-2000:]
     new = [json.loads(line) for line in records(seeded)]
-    assert len(new) == replayed
+    assert len(new) == count
     timings = [s for _, (_, run_secs, *_) in new for s in run_secs]
     assert timings and all(0 < s < 1.0 for s in timings)  # this machine's measurements, not the seed's
     seed_traces = [json.dumps(json.loads(line)[1][0]) for line in records(seed)]
     assert all(json.dumps(trace) in seed_traces for _, (trace, *_) in new)  # the seed's own schedules, replayed
     assert {p.name: p.read_bytes() for p in seed.iterdir()} == seed_bytes  # the seed is only read
     run_entry = json.loads((seeded / "provenance.json").read_text())["runs"][-1]
-    assert run_entry["seed"]["tasks_seeded"] == tasks and run_entry["seed"]["measured"] == replayed
-    # A resumed run with more budget does not replay the seed again: it searches.
-    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, replayed + 4, "--seed-database", str(seed),
+    assert run_entry["seed"]["tasks_seeded"] == tasks and run_entry["seed"]["measured"] == count
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("seed-replayed")
+def test_a_resumed_run_does_not_replay_the_seed_again(replayed, tiny_cnn_onnx, tmp_path):
+    """A resumed run with more budget (on a copy of the replayed database) searches instead."""
+    folder, _, _, count, result = replayed
+    assert result.returncode == 0, result.stderr[-2000:]
+    seeded = tmp_path / "seeded"
+    shutil.copytree(folder / "seeded", seeded)
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, count + 4, "--seed-database", str(folder / "seed"),
                           "--seed-defaults", "off"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "seeded 0 of " in result.stderr and len(records(seeded)) >= replayed + 4
+    assert "seeded 0 of " in result.stderr and len(records(seeded)) >= count + 4
 
 
 @pytest.mark.slow
 def test_a_run_starts_from_the_default_schedules_measured_here(tiny_cnn_onnx, tmp_path):
-    """One trial per task: the budget is spent on the default schedules, each measured on this machine; with
-    --seed-defaults off the same budget goes to MetaSchedule's random samples."""
+    """One trial per task: the budget is spent on the default schedules, each measured on this machine."""
     tasks = TINY_CNN_TASKS
     seeded = tmp_path / "seeded"
     result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, tasks))
@@ -74,10 +94,17 @@ def test_a_run_starts_from_the_default_schedules_measured_here(tiny_cnn_onnx, tm
     assert all(0 < s < 1.0 for _, (_, run_secs, *_) in new for s in run_secs)  # timed here
     run_entry = json.loads((seeded / "provenance.json").read_text())["runs"][-1]
     assert run_entry["seed"]["source"] == "default schedules" and run_entry["seed"]["measured"] == tasks
-    # A budget smaller than the tasks seeds only as many tasks as it pays for.
+
+
+@pytest.mark.slow
+def test_a_budget_smaller_than_the_tasks_seeds_only_what_it_pays_for(tiny_cnn_onnx, tmp_path):
     capped = tmp_path / "capped"
     result = run(tune_cmd(tiny_cnn_onnx, "host", capped, 2))
-    assert f"seeded 2 of {tasks} tasks from default schedules" in result.stderr and len(records(capped)) == 2
+    assert f"seeded 2 of {TINY_CNN_TASKS} tasks from default schedules" in result.stderr and len(records(capped)) == 2
+
+
+@pytest.mark.slow
+def test_without_seed_defaults_the_budget_goes_to_random_samples(tiny_cnn_onnx, tmp_path):
     unseeded = tmp_path / "unseeded"
     result = run(tune_cmd(tiny_cnn_onnx, "host", unseeded, 4, "--seed-defaults", "off"))
     assert result.returncode == 0 and "from default schedules" not in result.stderr, result.stderr[-2000:]
