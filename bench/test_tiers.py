@@ -3,8 +3,10 @@ target (`make test-fast`, `make test`), so the Makefile alone says what a tier s
 machine and its load recorded beside it, and which tests take the time: every test's duration (bench/
 test_durations.py, loaded into pytest through PYTEST_ADDOPTS), the slowest 30, and the totals per file and per marker.
 
-    .venv/bin/python bench/test_tiers.py --tier fast --json bench/results/test-tiers-fast.json
-    .venv/bin/python bench/test_tiers.py --tier full --cold --json bench/results/test-tiers-full-cold.json
+    python3 bench/test_tiers.py --tier fast --json bench/results/test-tiers-fast.json
+    python3 bench/test_tiers.py --tier full --cold --json bench/results/test-tiers-full-cold.json
+
+Any Python 3 runs it, from a fresh clone too: the make target builds .venv first.
 
 `--cold` times a machine with nothing cached: the run gets an empty cache folder (DCAC_CACHE_DIR), so the emulated
 Pi and the counting plugins are built inside the timed run, as on a new machine (the usual cache is left alone).
@@ -77,6 +79,16 @@ def run_tier(tier: str, cold: bool = False) -> dict:
             "output": result.stdout + result.stderr}
 
 
+def machine() -> dict:
+    """The machine as every results file records it, asked of the venv's Python (which the make target made)."""
+    probe = "import json; from compiler.bench.measure import machine; print(json.dumps(machine()))"
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True)
+    if out.returncode != 0:  # the make target failed before the venv was whole: say what is known
+        return {"cpu_model": "unknown (no .venv)", "llvm_cpu": "unknown", "cpu_features": [], "cores": os.cpu_count()}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds} s"
@@ -111,16 +123,19 @@ def main(argv=None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="an empty cache folder for the run: the emulated Pi and its plugins are built inside it")
     args = parser.parse_args(argv)
-    from compiler import atomic
-    from compiler.bench.measure import machine, publish
+    from compiler import atomic  # standard library only: a fresh clone has no .venv until the make target makes it
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {"command": " ".join(["python bench/test_tiers.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": machine(), "commit": head.stdout.strip() or None, **run_tier(args.tier, args.cold)}
+              "commit": head.stdout.strip() or None, **run_tier(args.tier, args.cold)}
+    result["machine"] = machine()
     text = render(result)
     output = result.pop("output")
     passed = result["exit_code"] == 0  # a failing run's time is not a figure to quote: nothing written
-    publish(result, args.json if passed else None, lambda _: text)
+    print(text)
+    if passed and args.json:
+        atomic.write_json(args.json, result)
+        atomic.write_text(Path(args.json).with_suffix(".md"), text)
     if not passed:
         log = ROOT / "build" / f"test-tiers-{args.tier}.log"  # the tracebacks: a 40-minute run is not rerun to see them
         log.parent.mkdir(parents=True, exist_ok=True)
