@@ -10,6 +10,12 @@ import os
 import time
 
 _tests: dict = {}
+_is_worker = False  # an xdist worker: its controller receives the same reports and writes the files
+
+
+def pytest_configure(config):
+    global _is_worker
+    _is_worker = hasattr(config, "workerinput")
 
 
 def _entry(report) -> dict:
@@ -28,7 +34,7 @@ def pytest_runtest_logreport(report):
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "skipped"
     target = os.environ.get("DCAC_TEST_DURATIONS")
-    if target and report.when == "teardown":  # a line per finished test: a long run can be watched as it goes
+    if target and report.when == "teardown" and not _is_worker:  # a line per finished test, to watch a long run
         with open(target + ".log", "a") as handle:
             handle.write(json.dumps(entry) + "\n")
 
@@ -39,7 +45,7 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session):
     target = os.environ.get("DCAC_TEST_DURATIONS")
-    if not target or hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes
+    if not target or _is_worker:
         return
     tests = []
     for entry in _tests.values():
