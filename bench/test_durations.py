@@ -22,13 +22,14 @@ def _entry(report) -> dict:
     return _tests.setdefault(report.nodeid, {
         "nodeid": report.nodeid, "file": report.nodeid.split("::")[0],
         "markers": sorted(name for name in ("slow", "emulated") if name in report.keywords),
-        "worker": getattr(report, "node", None) and report.node.gateway.id,
-        "setup": 0.0, "call": 0.0, "teardown": 0.0, "outcome": "passed"})
+        "worker": None, "setup": 0.0, "call": 0.0, "teardown": 0.0, "outcome": "passed"})
 
 
 def pytest_runtest_logreport(report):
     entry = _entry(report)
     entry[report.when] = round(report.duration, 3)
+    node = getattr(report, "node", None)  # pytest-xdist's worker, on the controller's copy of a report
+    entry["worker"] = getattr(getattr(node, "gateway", None), "id", None) or entry["worker"]
     if report.failed:
         entry["outcome"] = "failed" if report.when == "call" else "error"
     elif report.skipped and entry["outcome"] == "passed":
