@@ -9,9 +9,9 @@ SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu qemu-user 
 run: $(VENV)/.installed
 	$(PY) compile.py --target rpi4
 
-# Two pytest-xdist workers; tests that share an expensive module fixture carry one xdist_group and stay together.
+# Two pytest-xdist workers, a test module at a time on one worker (its module fixtures are built once).
 test: $(VENV)/.installed system-packages device
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadscope
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -m "not emulated and not slow"

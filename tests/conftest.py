@@ -46,6 +46,7 @@ def kernel_classes_qdq(request, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests (slow, emulated) first, the quick ones after: on pytest-xdist's workers the quick tests then
-    fill the gaps at the end instead of one long test running alone on one worker while the other waits."""
+    """The long tests (slow, emulated) first, the quick ones after. pytest-xdist's loadscope hands out modules in
+    the order their first test comes, so the modules with long tests start first and the quick ones fill the gaps
+    at the end, instead of one long module running alone on one worker while the other waits."""
     items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in ("slow", "emulated")))

@@ -65,7 +65,6 @@ def tuned_logs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("bench-models-tuned-logs")
 def test_a_tiny_tune_of_a_registered_model_lands_in_tuning_logs(tuned_logs):
     folder, env, tuned = tuned_logs
     assert tuned.returncode == 0, tuned.stderr[-2000:]
@@ -73,7 +72,6 @@ def test_a_tiny_tune_of_a_registered_model_lands_in_tuning_logs(tuned_logs):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("bench-models-tuned-logs")
 def test_models_json_with_a_tiny_tuned_database_and_an_untuned_model(tuned_logs):
     """MobileOne-S1 with its 4-trial database from the scratch tuning_logs/, AttendNeXt with none there."""
     folder, env, tuned = tuned_logs

@@ -47,7 +47,6 @@ def replayed(tiny_cnn_onnx, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("seed-replayed")
 def test_a_seed_is_replayed_and_measured_here_never_copied(replayed):
     """A budget of exactly the replay: it is spent by the seed alone, measured here."""
     folder, seed_bytes, per_workload, count, result = replayed
@@ -67,7 +66,6 @@ def test_a_seed_is_replayed_and_measured_here_never_copied(replayed):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("seed-replayed")
 def test_a_resumed_run_does_not_replay_the_seed_again(replayed, tiny_cnn_onnx, tmp_path):
     """A resumed run with more budget (on a copy of the replayed database) searches instead."""
     folder, _, _, count, result = replayed

@@ -109,7 +109,6 @@ def emulated_pi():
 
 @pytest.mark.slow
 @pytest.mark.emulated
-@pytest.mark.xdist_group("zoo-emulated-pi")  # one worker starts the shared emulated Pi, once
 @pytest.mark.parametrize("name", BASELINES)
 def test_rpi4_build_matches_onnxruntime_on_the_emulated_pi(name, emulated_pi, tmp_path):
     """compile.py --model NAME --target rpi4 --verify: cross-built with default schedules (no
