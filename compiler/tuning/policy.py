@@ -146,7 +146,7 @@ def stoppable_search(inner, task_id: int, state: PolicyState):
     return StoppableSearch()
 
 
-def _drop_unnamed_handlers(logger) -> None:
+def drop_unnamed_handlers(logger) -> None:
     """TVM's `get_loggers_from_work_dir` rebuilds its logger with `logging.config.dictConfig`, listing the
     names of the handlers already on it, and fails on one without a name (as pytest's log-capture handlers
     left there by an earlier in-process tuning). dictConfig replaces the logger's handlers anyway; drop those
@@ -167,7 +167,7 @@ def tune_contexts(tasks, work_dir: str, make_strategy, state: PolicyState):
 
     intrinsics.register()  # the strict byte dot products (schedules/intrinsics.py), before the spaces name them
     contexts, weights = [], []
-    _drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))
+    drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))
     loggers = get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks])
     for task, logger, rand_state in zip(tasks, loggers, fork_seed(None, n=len(tasks))):
         if task.mod.attrs.get("tirx.is_scheduled", False) or task.task_name in state.earlier:

@@ -1,4 +1,5 @@
 """Fusion mode "dcac": DC-AC patterns match, give fewer kernels and bytes than stock, and compute the same."""
+import logging
 import re
 import shutil
 
@@ -186,6 +187,7 @@ def test_tuning_a_dcac_kernel_goes_through_the_custom_rule(tunable, target, tmp_
     import schedules
     from compiler.artifact.linker import find_linker
     from compiler.tuning.builder import PersistentBuilder
+    from compiler.tuning.policy import drop_unnamed_handlers
     from compiler.tuning.tune import default_population
     from schedules import dcac
 
@@ -201,6 +203,7 @@ def test_tuning_a_dcac_kernel_goes_through_the_custom_rule(tunable, target, tmp_
                     if t.task_name.startswith("fused_relax_"))
         # the population the project's tuner gives a batch of 2 (MetaSchedule's 512 would spend minutes searching)
         strategy = ms.search_strategy.EvolutionarySearch(population_size=default_population(2))
+        drop_unnamed_handlers(logging.getLogger("tvm.s_tir.meta_schedule"))  # as the project's tuner does
         database = ms.tune_tir(task.dispatched[0], target, str(tmp_path), max_trials_global=2, num_trials_per_iter=2,
                                builder=builder, strategy=strategy)
     finally:
