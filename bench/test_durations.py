@@ -53,7 +53,7 @@ def pytest_sessionfinish(session):
         entry["seconds"] = round(entry["setup"] + entry["call"] + entry["teardown"], 3)
         tests.append(entry)
     tests.sort(key=lambda entry: -entry["seconds"])
-    payload = {"session_seconds": round(time.time() - session.config._durations_started, 1), "tests": tests}
-    with open(target + ".part", "w") as handle:
-        json.dump(payload, handle)
-    os.replace(target + ".part", target)
+    from compiler import atomic
+
+    atomic.write_json(target, {"session_seconds": round(time.time() - session.config._durations_started, 1),
+                               "tests": tests})

@@ -29,6 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# standard library only below compiler/: a fresh clone has no .venv until the make target makes it
+from compiler import atomic  # noqa: E402
+from compiler.device import emulator  # noqa: E402
+
 
 TIERS = {"fast": "test-fast", "full": "test"}  # tier -> its make target
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|error|errors)\b")
@@ -68,6 +72,8 @@ def run_tier(tier: str, cold: bool = False) -> dict:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.time() - started
     durations = json.loads(report.read_text()) if report.exists() else {"tests": []}
+    # the scratch folder holds a cold run's whole emulated Pi, with the host's /dev bound into it: unmount, then remove
+    emulator.remove_tree(scratch)
     summary = [line for line in result.stdout.splitlines() if " in " in line and COUNTS.search(line)]
     counts = {kind: int(n) for n, kind in COUNTS.findall(summary[-1])} if summary else {}
     return {"tier": tier, "make_target": TIERS[tier], "cold_cache": cold, "exit_code": result.returncode,
@@ -123,8 +129,6 @@ def main(argv=None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="an empty cache folder for the run: the emulated Pi and its plugins are built inside it")
     args = parser.parse_args(argv)
-    from compiler import atomic  # standard library only: a fresh clone has no .venv until the make target makes it
-
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {"command": " ".join(["python bench/test_tiers.py", *(argv if argv is not None else sys.argv[1:])]),
               "commit": head.stdout.strip() or None, **run_tier(args.tier, args.cold)}

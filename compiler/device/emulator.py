@@ -102,7 +102,7 @@ def _mounts_under(path: Path):
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a (partial) root file system; unmount anything under it first so nothing host-side is deleted."""
     for point in sorted(_mounts_under(path), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], check=False)
@@ -159,7 +159,7 @@ def ensure_rootfs() -> Path:
     ensure_binfmt()
     wheels = _download_wheels(f"wheels-aarch64-{ROOTFS_VERSION}", DEVICE_WHEELS)
     stage = final.with_name(final.name + ".partial")
-    _remove_tree(stage)
+    remove_tree(stage)
     try:
         log(f"debootstrap arm64 {DEBIAN_SUITE} into {stage} (about 3 minutes, once)")
         _run(["debootstrap", "--arch=arm64", "--variant=minbase",
@@ -168,12 +168,12 @@ def ensure_rootfs() -> Path:
         _run(["chroot", str(stage), "python3", "-m", "venv", "/opt/tvm"])
         _pip_install_from(stage, wheels, DEVICE_WHEELS)
         _run(["chroot", str(stage), DEVICE_PYTHON, "-c", "import tvm, tvm.rpc; print(tvm.__version__)"])
-        _remove_tree(stage / "proc")  # debootstrap may leave proc mounted; the folder itself is recreated
+        remove_tree(stage / "proc")  # debootstrap may leave proc mounted; the folder itself is recreated
         (stage / "proc").mkdir(exist_ok=True)
         (stage / ".complete").write_text(ROOTFS_VERSION + "\n")
         os.replace(stage, final)
     except BaseException:
-        _remove_tree(stage)
+        remove_tree(stage)
         raise
     ensure_device_extras(final)
     log(f"ready: {final}")
