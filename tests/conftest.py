@@ -46,7 +46,7 @@ def kernel_classes_qdq(request, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests (slow, emulated) first, the quick ones after. pytest-xdist's loadscope hands out modules in
-    the order their first test comes, so the modules with long tests start first and the quick ones fill the gaps
-    at the end, instead of one long module running alone on one worker while the other waits."""
+    """The long tests (slow, emulated) first, the quick ones after. Under `--dist loadscope` pytest-xdist hands out
+    whole modules, largest (most tests) first, so this orders the tests within each module; serially it orders
+    the whole run."""
     items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in ("slow", "emulated")))
