@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu qemu-user libglib2.0-dev pkg-config dpkg-dev
+SYSTEM_PACKAGES := qemu-user-static debootstrap g++-aarch64-linux-gnu qemu-user libglib2.0-dev pkg-config dpkg-dev llvm-19
 
 .PHONY: run test test-fast venv system-packages device clean
 
@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the tests need: qemu-user-static + debootstrap (emulated Pi), the GNU cross linker (and its
-# binutils), qemu-user + glib headers + dpkg-dev (the instruction counter's plugins, built from qemu's source).
+# binutils), qemu-user + glib headers + dpkg-dev (the instruction counter's plugins, built from qemu's source),
+# llvm-19 (llvm-mc and llvm-mca: the cycle estimate).
 # --no-install-recommends: qemu-user recommends qemu-user-binfmt, which conflicts with qemu-user-static.
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

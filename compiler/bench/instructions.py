@@ -13,14 +13,16 @@ from pathlib import Path
 
 from compiler import paths, zoo
 from compiler.bench.measure import machine, publish
-from compiler.device import instruction_count
+from compiler.device import cycle_estimate, instruction_count
 from compiler.driver import CompileOptions, compile_model
 from compiler.errors import UserError
 from compiler.frontend import quantize as quantize_module
 from compiler.output import say
 
-PROXY = "instruction-count proxy under qemu emulation, one thread: it ranks code and is NOT a latency of any ARM board"
-COLUMNS = [("insns", "instructions"), ("dmiss", "L1D misses"), ("l2miss", "L2 misses")]
+PROXY = ("proxies under qemu emulation, one thread: estimated cycles (a model: llvm-mca's scheduling model of the core "
+         "plus simulated misses at published latencies, docs/cycle-estimate.md), instructions and simulated misses; they "
+         "rank code and are NOT a latency of any ARM board")
+COLUMNS = [("cycles", "estimated cycles"), ("insns", "instructions"), ("dmiss", "L1D misses"), ("l2miss", "L2 misses")]
 
 
 def _million(value) -> str:
@@ -46,10 +48,19 @@ def count_model(preset, name: str, work: Path, cache_model: bool, per_kernel: bo
                    ("ONNX Runtime", "ort", paths.quantized_onnx(name, quantize_module.activation_type(preset))),
                    ("TVM float", "tvm", float_build.library)]
     for engine, runner, model in engines:
-        say(f"counting {engine} on {name} in the emulated {mcpu} ({plugin} plugin)")
-        result = instruction_count.count(runner, model, mcpu, plugin, per_kernel=per_kernel and engine == "TVM")
-        row["engines"][engine] = {"per_inference": result["per_inference"], "seconds": result["seconds"],
-                                  "version": result["guest"]["version"]}
+        kernels = per_kernel and engine == "TVM"
+        if cache_model:   # the cycle estimate needs the misses: a block-profile run, then the cache run
+            say(f"estimating cycles of {engine} on {name} in the emulated {mcpu} (block profile and cache plugins)")
+            result = cycle_estimate.measure(runner, model, mcpu, per_kernel=kernels)
+            estimate = {k: v for k, v in result["per_inference"].items() if k != "top_blocks"}
+            row["engines"][engine] = {"per_inference": {**result["counters"], "cycles": estimate["cycles"]},
+                                      "cycles": estimate, "seconds": result["seconds"],
+                                      "version": result["guest"]["version"]}
+        else:
+            say(f"counting {engine} on {name} in the emulated {mcpu} ({plugin} plugin)")
+            result = instruction_count.count(runner, model, mcpu, plugin, per_kernel=kernels)
+            row["engines"][engine] = {"per_inference": result["per_inference"], "seconds": result["seconds"],
+                                      "version": result["guest"]["version"]}
         if "kernels" in result:
             row["kernels"] = result["kernels"]
     tvm, ort = row["engines"]["TVM"]["per_inference"], row["engines"]["ONNX Runtime"]["per_inference"]
@@ -93,13 +104,17 @@ def render(report: dict) -> str:
             f"{label} {report['geomean'][key]:.2f}x" for key, label in COLUMNS if key in report["geomean"]) + "."]
     for name, row in report["models"].items():
         if row.get("kernels"):
+            key = "cycles" if "cycles" in row["kernels"][0] else "insns"
             lines += ["", f"TVM per VM call, {name} (one inference; each includes about 11,000 instructions of the "
-                      "VM instrument's round trip)", "", "| calls | instructions | share | kernel |",
-                      "| ---: | ---: | ---: | --- |"]
-            total = sum(k.get("insns", 0) for k in row["kernels"])
+                      "VM instrument's round trip)", "",
+                      "| calls | estimated cycles | instructions | share | kernel |" if key == "cycles" else
+                      "| calls | instructions | share | kernel |",
+                      "| ---: | ---: | ---: | ---: | --- |" if key == "cycles" else "| ---: | ---: | ---: | --- |"]
+            total = sum(k.get(key, 0) for k in row["kernels"])
             for kernel in row["kernels"][:15]:
-                lines.append(f"| {kernel['calls']} | {_million(kernel.get('insns'))} | "
-                             f"{100 * kernel.get('insns', 0) / max(total, 1):.1f}% | `{kernel['name']}` |")
+                cycles = f"{_million(kernel.get('cycles'))} | " if key == "cycles" else ""
+                lines.append(f"| {kernel['calls']} | {cycles}{_million(kernel.get('insns'))} | "
+                             f"{100 * kernel.get(key, 0) / max(total, 1):.1f}% | `{kernel['name']}` |")
     return "\n".join(lines) + "\n"
 
 

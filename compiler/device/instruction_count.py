@@ -25,13 +25,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 from compiler import paths
 from compiler.artifact.runtime import sha256_file
-from compiler.device import emulator
+from compiler.device import cores, emulator
 from compiler.errors import DeviceError, UserError
 from compiler.output import say
 
@@ -45,15 +46,8 @@ QEMU_BINARY = "/usr/bin/qemu-aarch64"
 X86_LOADER = "/lib64/ld-linux-x86-64.so.2"
 HOST_PACKAGES = ["qemu-user", "libglib2.0-dev", "pkg-config", "gcc", "dpkg-dev"]
 
-# Simulated caches (bytes, ways, line bytes), by the preset's mcpu. Cortex-A72 (Raspberry Pi 4): 32 KiB 2-way
-# L1D, 48 KiB 3-way L1I, 1 MiB 16-way shared L2. Cortex-A76 (Raspberry Pi 5): 64 KiB 4-way L1D and L1I, 512 KiB
-# 8-way private L2 (its 2 MiB L3 is not modelled: the plugin has two levels).
-CACHES = {
-    "cortex-a72": dict(dcachesize=32768, dassoc=2, dblksize=64, icachesize=49152, iassoc=3, iblksize=64,
-                       l2="on", l2cachesize=1048576, l2assoc=16, l2blksize=64),
-    "cortex-a76": dict(dcachesize=65536, dassoc=4, dblksize=64, icachesize=65536, iassoc=4, iblksize=64,
-                       l2="on", l2cachesize=524288, l2assoc=8, l2blksize=64),
-}
+# Simulated caches by the preset's mcpu: the emulated ARM cores of compiler/device/cores.py.
+CACHES = {name: core.caches for name, core in cores.CORES.items() if core.arch == "aarch64"}
 MARK_START, MARK_STOP, MARK_ARM = 1, 2, 5      # as in count_guest.py
 FIELDS = ["insns", "dacc", "dmiss", "iacc", "imiss", "l2acc", "l2miss"]
 
@@ -135,9 +129,9 @@ def ensure_qemu_source(version: str) -> Path:
 
 
 def build_plugins(src: Path, version: str) -> Path:
-    """Compile the four plugins against this qemu version's qemu-plugin.h; cached by version and sources."""
+    """Compile the five plugins against this qemu version's qemu-plugin.h; cached by version and sources."""
     out = paths.cache_dir() / f"qemu-plugins-{version.replace(':', '_')}"
-    own = [PLUGIN_SOURCES / "dcac_insn.c", PLUGIN_SOURCES / "dcac_cache_patch.c"]
+    own = [PLUGIN_SOURCES / "dcac_insn.c", PLUGIN_SOURCES / "dcac_blocks.c", PLUGIN_SOURCES / "dcac_cache_patch.c"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in own)).hexdigest()[:16]
     stamp = out / ".complete"
     if stamp.exists() and stamp.read_text().strip() == digest:
@@ -152,6 +146,8 @@ def build_plugins(src: Path, version: str) -> Path:
         ('        } else if (g_strcmp0(tokens[0], "evict") == 0) {\n',
          '        } else if (g_strcmp0(tokens[0], "arm") == 0) {\n'
          '            dcac_arm_id = STRTOLL(tokens[1]);\n'
+         '        } else if (g_strcmp0(tokens[0], "write_nr") == 0) {\n'
+         '            dcac_write_nr = STRTOLL(tokens[1]);\n'
          '        } else if (g_strcmp0(tokens[0], "evict") == 0) {\n'),
         ("    qemu_plugin_register_vcpu_tb_trans_cb(id, vcpu_tb_trans);\n"
          "    qemu_plugin_register_atexit_cb(id, plugin_exit, NULL);\n",
@@ -164,11 +160,13 @@ def build_plugins(src: Path, version: str) -> Path:
                               "compiler/device/qemu_plugins/ needs updating for it")
         patched = patched.replace(old, new)
     (out / "dcac_cache.c").write_text(patched)
-    shutil.copy2(PLUGIN_SOURCES / "dcac_insn.c", out / "dcac_insn.c")
+    for own_plugin in ["dcac_insn.c", "dcac_blocks.c"]:
+        shutil.copy2(PLUGIN_SOURCES / own_plugin, out / own_plugin)
     glib = _run(["pkg-config", "--cflags", "--libs", "glib-2.0"]).split()
     for name, source in [("libinsn.so", src / "tests" / "plugin" / "insn.c"),
                          ("libcache.so", src / "contrib" / "plugins" / "cache.c"),
                          ("libdcac_insn.so", out / "dcac_insn.c"),
+                         ("libdcac_blocks.so", out / "dcac_blocks.c"),
                          ("libdcac_cache.so", out / "dcac_cache.c")]:
         _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{src / 'include' / 'qemu'}", str(source),
               "-o", str(out / name), *glib])
@@ -186,7 +184,28 @@ def _ldd(binary):
     return libs
 
 
-def ensure_counter() -> dict:
+def ensure_host_counter() -> dict:
+    """qemu-x86_64 and the plugins on this (x86-64) machine, for checking the cycle estimate against measured
+    time: the guest is this machine's own Python running count_guest.py, no chroot."""
+    ensure_host_packages()
+    version = _dpkg_version("qemu-user")
+    plugins = build_plugins(ensure_qemu_source(version), version)
+    logs = paths.cache_dir() / "qemu-count-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return {"rootfs": None, "qemu_version": version, "qemu": "/usr/bin/qemu-x86_64", "python": sys.executable,
+            "guest_script": str(GUEST_SCRIPT), "logs": logs, "guest_logs": str(logs), "write_nr": 1,
+            "plugins": {p.stem[3:]: str(p) for p in sorted(plugins.glob("lib*.so"))}}
+
+
+def ensure_counter(arch: str = "aarch64") -> dict:
+    """The counting qemu for `arch`: for aarch64, the emulated Pi with it inside (below); for x86_64, this
+    machine (ensure_host_counter)."""
+    if arch == "x86_64":
+        return ensure_host_counter()
+    return ensure_pi_counter()
+
+
+def ensure_pi_counter() -> dict:
     """The emulated Pi with the counting qemu in it: plugins built from Debian's qemu source (once), and
     qemu-aarch64 + its libraries + the x86-64 loader + plugins + the guest script copied into the rootfs
     (again only when one of them changed). Returns the guest paths."""
@@ -217,15 +236,19 @@ def ensure_counter() -> dict:
         log(f"counting qemu {version} with its plugins installed in the emulated Pi ({dest})")
     emulator.ensure_mounts(rootfs)
     return {"rootfs": rootfs, "qemu_version": version, "loader": f"{GUEST_DIR}/ld-linux-x86-64.so.2",
-            "libdir": f"{GUEST_DIR}/lib", "qemu": f"{GUEST_DIR}/qemu-aarch64",
-            "guest_script": f"{GUEST_DIR}/{GUEST_SCRIPT.name}",
+            "libdir": f"{GUEST_DIR}/lib", "qemu": f"{GUEST_DIR}/qemu-aarch64", "python": GUEST_PYTHON,
+            "guest_script": f"{GUEST_DIR}/{GUEST_SCRIPT.name}", "logs": rootfs / GUEST_WORK.lstrip("/") / "logs",
+            "guest_logs": f"{GUEST_WORK}/logs", "write_nr": 64,
             "plugins": {p.stem[3:]: f"{GUEST_DIR}/plugins/{p.name}" for p in sorted(plugins.glob("lib*.so"))}}
 
 
-def stage_model(rootfs: Path, path) -> str:
+def stage_model(rootfs, path) -> str:
     """Copy a model into the rootfs (/tmp/qemu-count/models/<sha>/...); returns its path in the guest.
-    A .so brings its .json sidecar and runtime.py when they are beside it; an .onnx its external data."""
+    A .so brings its .json sidecar and runtime.py when they are beside it; an .onnx its external data.
+    With no rootfs (the host's own qemu) the model is used where it is."""
     path = Path(path).resolve()
+    if rootfs is None:
+        return str(path)
     extras = [path.with_suffix(".json"), path.parent / "runtime.py"] if path.suffix == ".so" else \
         [Path(str(path) + ".data"), path.parent / (path.stem + ".onnx.data")]
     staged = [f for f in [path, *extras] if f.is_file()]
@@ -251,36 +274,45 @@ def _parse_log(text: str) -> dict:
     return {"markers": markers}
 
 
-def _run_guest(counter: dict, guest_args: list, plugin: str, mcpu: str, timeout=None) -> dict:
-    """Run count_guest.py under the instrumented qemu inside the chroot; the plugin's markers and the
-    guest's RESULT line. Instrumentation starts at the guest's ARM marker (model loaded), so start-up runs
-    at plain qemu speed and the simulated caches start cold there."""
+def _plugin_options(counter: dict, plugin: str, mcpu: str) -> list:
+    """The -plugin argument's parts: 'insn' (instructions), 'cache' (the core's simulated L1/L2) or 'blocks'
+    (the block profile), each armed at the guest's ARM marker."""
+    common = [f"arm={MARK_ARM}", f"write_nr={counter['write_nr']}"]
     if plugin == "insn":
-        options = [counter["plugins"]["dcac_insn"], f"arm={MARK_ARM}"]
-    else:
-        options = [counter["plugins"]["dcac_cache"], *(f"{k}={v}" for k, v in CACHES[mcpu].items()),
-                   f"arm={MARK_ARM}"]
-    rootfs = counter["rootfs"]
-    logs = rootfs / GUEST_WORK.lstrip("/") / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+        return [counter["plugins"]["dcac_insn"], *common]
+    if plugin == "blocks":
+        return [counter["plugins"]["dcac_blocks"], *common]
+    return [counter["plugins"]["dcac_cache"], *(f"{k}={v}" for k, v in cores.lookup(mcpu).caches.items()), *common]
+
+
+def run_guest(counter: dict, guest_args: list, plugin: str, mcpu: str, timeout=None) -> dict:
+    """Run count_guest.py under the instrumented qemu (inside the Pi's chroot for aarch64, directly for
+    x86-64); the plugin's log and the guest's RESULT line. Instrumentation starts at the guest's ARM marker
+    (model loaded), so start-up runs at plain qemu speed and the simulated caches start cold there."""
+    options = _plugin_options(counter, plugin, mcpu)
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.log"
+    counter["logs"].mkdir(parents=True, exist_ok=True)
     guest_env = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     # qemu's default cpu ("max") offers SVE, SME and more: ONNX Runtime would pick kernels the board lacks.
-    cmd = ["chroot", str(rootfs), counter["loader"], "--library-path", counter["libdir"], counter["qemu"],
-           "-plugin", ",".join(options), "-d", "plugin", "-D", f"{GUEST_WORK}/logs/{name}", "-cpu", mcpu,
-           *(arg for k, v in guest_env.items() for arg in ("-E", f"{k}={v}")),
-           GUEST_PYTHON, counter["guest_script"], *map(str, guest_args)]
+    # On x86-64 "max" is what qemu 7.2 emulates best (AVX2, no AVX-512).
+    qemu = [counter["qemu"], "-plugin", ",".join(options), "-d", "plugin", "-D", f"{counter['guest_logs']}/{name}",
+            "-cpu", cores.lookup(mcpu).qemu_cpu, *(arg for k, v in guest_env.items() for arg in ("-E", f"{k}={v}")),
+            counter["python"], counter["guest_script"], *map(str, guest_args)]
+    if counter["rootfs"] is not None:
+        cmd = ["chroot", str(counter["rootfs"]), counter["loader"], "--library-path", counter["libdir"], *qemu]
+    else:
+        cmd = qemu
     host_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
                 "LANG": "C.UTF-8"}
     started = time.time()
     result = subprocess.run(cmd, capture_output=True, text=True, env=host_env, timeout=timeout)
-    log_path = logs / name
+    log_path = counter["logs"] / name
     text = log_path.read_text() if log_path.exists() else ""
     log_path.unlink(missing_ok=True)
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise DeviceError(f"counting in the emulated Pi failed after {time.time() - started:.0f} s ({tail[0]})")
-    parsed = _parse_log(text)
+        raise DeviceError(f"counting under qemu ({mcpu}) failed after {time.time() - started:.0f} s ({tail[0]})")
+    parsed = _parse_log(text) if plugin != "blocks" else {"log": text}
     parsed["guest"] = next((json.loads(line[7:]) for line in result.stdout.splitlines()
                             if line.startswith("RESULT ")), None)
     parsed["seconds"] = round(time.time() - started, 1)
@@ -301,12 +333,10 @@ def count(engine: str, model, mcpu: str, plugin: str = "insn", per_kernel: bool 
     emulated CPU `mcpu` (cortex-a72, cortex-a76), one thread. plugin 'insn': instructions; 'cache':
     instructions and the simulated L1/L2 of that CPU. per_kernel (TVM): also every Relax VM call's counts,
     from one more inference."""
-    if mcpu not in CACHES:
-        raise UserError(f"no cache model for CPU '{mcpu}': counting knows {', '.join(CACHES)}")
-    counter = ensure_counter()
+    counter = ensure_counter(cores.lookup(mcpu).arch)
     guest_args = ["--engine", engine, "--model", stage_model(counter["rootfs"], model), "--warmup", warmup,
                   "--n", n, *(["--per-kernel"] if per_kernel else [])]
-    run = _run_guest(counter, guest_args, plugin, mcpu, timeout)
+    run = run_guest(counter, guest_args, plugin, mcpu, timeout)
     marks = {m["id"]: m for m in run["markers"]}
     if MARK_START not in marks or MARK_STOP not in marks:
         raise DeviceError("the counting plugin saw no markers from the guest: rebuild it (remove "

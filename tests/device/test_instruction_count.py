@@ -65,5 +65,11 @@ def test_the_bench_command_writes_a_labelled_proxy_report(tmp_path):
     for engine in ("TVM", "ONNX Runtime"):
         counts = row["engines"][engine]["per_inference"]
         assert counts["insns"] > counts["dacc"] / 4 > 0 and counts["dmiss"] > 0
-    assert set(row["ratios"]) == {"insns", "dmiss", "l2miss"}
+        # the cycle estimate beside the counts: more cycles than instructions / 3 (the A72 issues 3 a cycle),
+        # from the named model, with nearly every executed instruction modelled
+        estimate = row["engines"][engine]["cycles"]
+        assert counts["cycles"] == estimate["cycles"] > estimate["core_cycles"] > counts["insns"] / 3
+        assert estimate["model"]["mca_cpu"] == "cortex-a72" and estimate["unmodelled_insns"] < 0.01 * estimate["insns"]
+    assert set(row["ratios"]) == {"cycles", "insns", "dmiss", "l2miss"}
+    assert "estimated cycles" in out.with_suffix(".md").read_text()
 

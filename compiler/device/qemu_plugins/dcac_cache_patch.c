@@ -5,11 +5,12 @@
  * iacc counts every executed instruction (one instruction-cache access each).
  * Option arm=<id>: instrument nothing until marker <id>, then flush the translated code
  * (qemu_plugin_reset) and simulate from there on: start-up runs at plain qemu speed, and the caches
- * start cold at that marker.
+ * start cold at that marker. Option write_nr=<n>: the guest's write system call number (64 on aarch64,
+ * the default; 1 on x86-64).
  */
 #define DCAC_MARKER_FD 252076
-#define DCAC_AARCH64_NR_WRITE 64
 
+static int64_t dcac_write_nr = 64;
 static int64_t dcac_arm_id = -1;
 static bool dcac_armed;
 static qemu_plugin_id_t dcac_plugin_id;
@@ -22,7 +23,7 @@ static void dcac_marker(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t nu
     uint64_t da = 0, dm = 0, ia = 0, im = 0, la = 0, lm = 0;
     int i;
 
-    if (num != DCAC_AARCH64_NR_WRITE || a1 != DCAC_MARKER_FD) {
+    if (num != dcac_write_nr || a1 != DCAC_MARKER_FD) {
         return;
     }
     for (i = 0; i < cores; i++) {
