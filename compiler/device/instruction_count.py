@@ -131,7 +131,7 @@ def ensure_qemu_source(version: str) -> Path:
 def build_plugins(src: Path, version: str) -> Path:
     """Compile the five plugins against this qemu version's qemu-plugin.h; cached by version and sources."""
     out = paths.cache_dir() / f"qemu-plugins-{version.replace(':', '_')}"
-    own = [PLUGIN_SOURCES / "dcac_insn.c", PLUGIN_SOURCES / "dcac_blocks.c", PLUGIN_SOURCES / "dcac_cache_patch.c"]
+    own = [PLUGIN_SOURCES / name for name in ("dcac_options.h", "dcac_insn.c", "dcac_blocks.c", "dcac_cache_patch.c")]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in own)).hexdigest()[:16]
     stamp = out / ".complete"
     if stamp.exists() and stamp.read_text().strip() == digest:
@@ -160,7 +160,7 @@ def build_plugins(src: Path, version: str) -> Path:
                               "compiler/device/qemu_plugins/ needs updating for it")
         patched = patched.replace(old, new)
     (out / "dcac_cache.c").write_text(patched)
-    for own_plugin in ["dcac_insn.c", "dcac_blocks.c"]:
+    for own_plugin in ["dcac_options.h", "dcac_insn.c", "dcac_blocks.c"]:
         shutil.copy2(PLUGIN_SOURCES / own_plugin, out / own_plugin)
     glib = _run(["pkg-config", "--cflags", "--libs", "glib-2.0"]).split()
     for name, source in [("libinsn.so", src / "tests" / "plugin" / "insn.c"),
@@ -168,8 +168,11 @@ def build_plugins(src: Path, version: str) -> Path:
                          ("libdcac_insn.so", out / "dcac_insn.c"),
                          ("libdcac_blocks.so", out / "dcac_blocks.c"),
                          ("libdcac_cache.so", out / "dcac_cache.c")]:
-        _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{src / 'include' / 'qemu'}", str(source),
-              "-o", str(out / name), *glib])
+        # built beside, then renamed over: a qemu still running the old plugin keeps its mapping
+        staged = out / f".{name}.{os.getpid()}.tmp"
+        _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{src / 'include' / 'qemu'}", f"-I{out}", str(source),
+              "-o", str(staged), *glib])
+        os.replace(staged, out / name)
     stamp.write_text(digest + "\n")
     log(f"built plugins into {out}")
     return out

@@ -15,6 +15,8 @@
 
 #include <qemu-plugin.h>
 
+#include "dcac_options.h"
+
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
 #define DCAC_MARKER_FD 252076
@@ -67,16 +69,8 @@ static void register_all(qemu_plugin_id_t id)
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
                                            char **argv)
 {
-    for (int i = 0; i < argc; i++) {
-        g_auto(GStrv) tokens = g_strsplit(argv[i], "=", 2);
-        if (g_strcmp0(tokens[0], "write_nr") == 0 && tokens[1]) {
-            write_nr = g_ascii_strtoll(tokens[1], NULL, 10);
-        } else if (g_strcmp0(tokens[0], "arm") == 0 && tokens[1]) {
-            arm_id = g_ascii_strtoll(tokens[1], NULL, 10);
-        } else {
-            fprintf(stderr, "dcac_insn: unknown option %s\n", argv[i]);
-            return -1;
-        }
+    if (dcac_parse_options("dcac_insn", argc, argv, &write_nr, &arm_id) != 0) {
+        return -1;
     }
     plugin_id = id;
     armed = arm_id < 0;
