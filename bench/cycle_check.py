@@ -86,7 +86,8 @@ def build_all(models: dict, work: Path) -> dict:
     """model -> {label: library path}; each build made once into --work."""
     from compiler.driver import CompileOptions, compile_model
 
-    preset = work / "avx2.json"
+    # named "host": a database records the preset it was tuned for, and the znver3 ones were tuned as "host"
+    preset = work / "avx2" / "host.json"
     atomic.write_text(preset, json.dumps(AVX2_PRESET, indent=2) + "\n")
     libraries = {}
     for model, pairs in models.items():
