@@ -212,7 +212,8 @@ class BlockCosts:
 
 def core_cycles(profile: BlockProfile, counts: dict, costs: BlockCosts) -> dict:
     """The pipeline's share: sum of count x cycles per execution over the region's blocks. A block llvm-mca
-    cannot analyse is charged one cycle per instruction and counted in `unmodelled_insns`."""
+    cannot analyse is charged one cycle per instruction and counted in `unmodelled_insns`. The ten costliest
+    blocks come with their assembly, to see where the cycles go."""
     per_block = costs.costs({i: profile.blocks[i] for i in counts})
     cycles = insns = unmodelled = 0.0
     top = []
@@ -231,7 +232,10 @@ def core_cycles(profile: BlockProfile, counts: dict, costs: BlockCosts) -> dict:
     return {"core_cycles": cycles, "insns": insns, "unmodelled_insns": unmodelled, "blocks": len(counts),
             "top_blocks": [{"vaddr": hex(profile.blocks[i][0]), "executions": n, "cycles": c,
                             "insns_per_execution": len(profile.blocks[i][1]),
-                            "cycles_per_execution": per_block[i]["cycles"]} for c, i, n in top[:10]]}
+                            "cycles_per_execution": per_block[i]["cycles"], "asm": asm}
+                           for (c, i, n), (asm, _) in zip(top[:10], disassemble(
+                               [(profile.blocks[i][2], profile.blocks[i][1]) for _, i, _ in top[:10]],
+                               costs.core.mca_triple))]}
 
 
 def memory_cycles(misses: dict, core: Core) -> float:
