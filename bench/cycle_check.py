@@ -15,7 +15,6 @@ The error of a pair is |predicted / measured - 1|. Builds and estimates are kept
 run resumes where it stopped.
 """
 import argparse
-import hashlib
 import json
 import statistics
 import sys

@@ -182,7 +182,8 @@ class BlockCosts:
     def __init__(self, core: Core):
         ensure_llvm()
         self.core = core
-        self.path = paths.cache_dir() / "cycle-model" / f"llvm{llvm_version()}-{core.mca_triple}-{core.mca_cpu}.json"
+        # v2: entries keep their assembly
+        self.path = paths.cache_dir() / "cycle-model" / f"v2-llvm{llvm_version()}-{core.mca_triple}-{core.mca_cpu}.json"
         self.known = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     @staticmethod
@@ -190,7 +191,7 @@ class BlockCosts:
         return hashlib.sha256(code).hexdigest()[:24]
 
     def costs(self, blocks: dict) -> dict:
-        """{index: {"cycles": per execution or None, "insns": n, "undecoded": n}} for the given blocks
+        """{index: {"cycles": per execution or None, "insns": n, "undecoded": n, "asm": [lines]}} for the given blocks
         (index -> (vaddr, sizes, bytes)); analyses only those not seen before."""
         todo = {}
         for index, (_, sizes, code) in blocks.items():
@@ -204,7 +205,7 @@ class BlockCosts:
                 cycles = _steady_cycles([lines for lines, _ in texts], self.core)
                 cycles = [_string_step(lines) or c for (lines, _), c in zip(texts, cycles)]
                 for k, (lines, undecoded), c in zip(batch, texts, cycles):
-                    self.known[k] = {"cycles": c, "insns": len(todo[k][1]), "undecoded": undecoded}
+                    self.known[k] = {"cycles": c, "insns": len(todo[k][1]), "undecoded": undecoded, "asm": lines}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_json(self.path, self.known)
         return {index: self.known[self.key(code)] for index, (_, _, code) in blocks.items()}
@@ -232,10 +233,8 @@ def core_cycles(profile: BlockProfile, counts: dict, costs: BlockCosts) -> dict:
     return {"core_cycles": cycles, "insns": insns, "unmodelled_insns": unmodelled, "blocks": len(counts),
             "top_blocks": [{"vaddr": hex(profile.blocks[i][0]), "executions": n, "cycles": c,
                             "insns_per_execution": len(profile.blocks[i][1]),
-                            "cycles_per_execution": per_block[i]["cycles"], "asm": asm}
-                           for (c, i, n), (asm, _) in zip(top[:10], disassemble(
-                               [(profile.blocks[i][2], profile.blocks[i][1]) for _, i, _ in top[:10]],
-                               costs.core.mca_triple))]}
+                            "cycles_per_execution": per_block[i]["cycles"], "asm": per_block[i]["asm"]}
+                           for c, i, n in top[:10]]}
 
 
 def memory_cycles(misses: dict, core: Core) -> float:
@@ -313,10 +312,10 @@ def measure(engine: str, model, mcpu: str, per_kernel: bool = False, cache: bool
         rows = []
         for name, counts in kernel_counts.items():
             row = estimate(core_cycles(profile, counts, costs), kernel_misses.get(name), core)
-            misses = kernel_misses.get(name, {})
             rows.append({"name": name, "calls": calls[name], "cycles": row["cycles"],
                          "core_cycles": row["core_cycles"], "memory_cycles": row["memory_cycles"],
-                         "insns": row["insns"], **{k: misses[k] for k in ("dmiss", "l2miss") if k in misses}})
+                         "insns": row["insns"], **{k: v for k, v in (row["misses"] or {}).items()
+                                                   if k in ("dmiss", "l2miss")}})
         out["kernels"] = sorted(rows, key=lambda r: -r["cycles"])
     return out
 
@@ -329,8 +328,7 @@ def profile_program(program, core: "Core", timeout=120) -> BlockProfile:
     from compiler.device import instruction_count as ic
 
     counter = ic.ensure_host_counter()
-    qemu = {"aarch64": "/usr/bin/qemu-aarch64", "x86_64": "/usr/bin/qemu-x86_64"}[core.arch]
-    write_nr = 64 if core.arch == "aarch64" else 1
+    qemu, write_nr = f"/usr/bin/qemu-{core.arch}", ic.WRITE_SYSCALL[core.arch]
     with tempfile.TemporaryDirectory(prefix="dcac-blocks-") as scratch:
         log = Path(scratch) / "blocks.log"
         result = subprocess.run([qemu, "-plugin", f"{counter['plugins']['dcac_blocks']},write_nr={write_nr}", "-d",

@@ -49,6 +49,7 @@ HOST_PACKAGES = ["qemu-user", "libglib2.0-dev", "pkg-config", "gcc", "dpkg-dev"]
 # Simulated caches by the preset's mcpu: the emulated ARM cores of compiler/device/cores.py.
 CACHES = {name: core.caches for name, core in cores.CORES.items() if core.arch == "aarch64"}
 MARK_START, MARK_STOP, MARK_ARM = 1, 2, 5      # as in count_guest.py
+WRITE_SYSCALL = {"aarch64": 64, "x86_64": 1}   # the marker's write(2) number, by guest architecture
 FIELDS = ["insns", "dacc", "dmiss", "iacc", "imiss", "l2acc", "l2miss"]
 
 
@@ -196,7 +197,8 @@ def ensure_host_counter() -> dict:
     logs = paths.cache_dir() / "qemu-count-logs"
     logs.mkdir(parents=True, exist_ok=True)
     return {"rootfs": None, "qemu_version": version, "qemu": "/usr/bin/qemu-x86_64", "python": sys.executable,
-            "guest_script": str(GUEST_SCRIPT), "logs": logs, "guest_logs": str(logs), "write_nr": 1,
+            "guest_script": str(GUEST_SCRIPT), "logs": logs, "guest_logs": str(logs),
+            "write_nr": WRITE_SYSCALL["x86_64"],
             "plugins": {p.stem[3:]: str(p) for p in sorted(plugins.glob("lib*.so"))}}
 
 
@@ -241,7 +243,7 @@ def ensure_pi_counter() -> dict:
     return {"rootfs": rootfs, "qemu_version": version, "loader": f"{GUEST_DIR}/ld-linux-x86-64.so.2",
             "libdir": f"{GUEST_DIR}/lib", "qemu": f"{GUEST_DIR}/qemu-aarch64", "python": GUEST_PYTHON,
             "guest_script": f"{GUEST_DIR}/{GUEST_SCRIPT.name}", "logs": rootfs / GUEST_WORK.lstrip("/") / "logs",
-            "guest_logs": f"{GUEST_WORK}/logs", "write_nr": 64,
+            "guest_logs": f"{GUEST_WORK}/logs", "write_nr": WRITE_SYSCALL["aarch64"],
             "plugins": {p.stem[3:]: f"{GUEST_DIR}/plugins/{p.name}" for p in sorted(plugins.glob("lib*.so"))}}
 
 
