@@ -55,6 +55,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--allow-other-cpu", action="store_true",
                         help="with --tune: add records to a database measured for another CPU")
     parser.add_argument("--tune", action="store_true", help="tune the kernels with MetaSchedule before building")
+    parser.add_argument("--no-board", action="store_true",
+                        help="with --tune, ARM presets: rank candidates by their cycle estimate on the preset's core "
+                             "under emulation (a model, no board needed) into tuning_logs/<target>/<cpu>/<model>-no-board; "
+                             "applied only where no database measured on a board exists")
     parser.add_argument("--trials", type=int, default=2000, help="total tuning budget (resumed runs count spent trials)")
     parser.add_argument("--seed-database", metavar="DIR",
                         help="with --tune: start from another database's best schedules (another board, CPU or "
@@ -102,6 +106,8 @@ def run(args) -> int:
         return 0
     if args.tolerance is not None and args.tolerance < 0:
         raise UserError(f"--tolerance {args.tolerance:g} is negative: give a relative error such as 1e-4")
+    if args.no_board and not args.tune:
+        raise UserError("--no-board says how --tune ranks candidates: add --tune (e.g. --tune --no-board --trials 500)")
 
     options = CompileOptions(
         target=args.target, model=args.model, input_shapes=parse_input_shapes(args.input_shape),
@@ -114,7 +120,8 @@ def run(args) -> int:
                          seed_database=args.seed_database, seed_defaults=args.seed_defaults == "on",
                          search_population=args.search_population,
                          checkpoint_every=args.checkpoint_every, wait_for_database=args.wait_for_database,
-                         budget_policy=BudgetPolicy() if args.budget_policy == "on" else None)
+                         budget_policy=BudgetPolicy() if args.budget_policy == "on" else None,
+                         no_board=args.no_board)
         if args.tune else None, tracker=args.tracker,
         tolerance=args.tolerance, dump_ir=args.dump_ir, quantize=args.quantize, calibration=args.calibration)
     if args.explain:

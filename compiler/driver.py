@@ -180,6 +180,8 @@ class BuildPlan:
             tuning=artifact.TuningInfo(database=str(database.path) if database else None,
                                        cpu=database.cpu if database else None, pipeline=self.fingerprint["hash"],
                                        emulated=bool(database and database.emulated),
+                                       measured_by=(database.provenance.get("measured_by", "device")
+                                                    if database else None),
                                        kernels_total=len(self.kernels), kernels_tuned=len(tuned),
                                        kernels_default=len(defaulted)),
             build_seconds=round(time.time() - self.started, 2),
@@ -193,6 +195,7 @@ class BuildPlan:
 def compile_model(options: CompileOptions) -> CompileResult:
     started = time.time()
     preset = targets.load(options.target)
+    _check_no_board(options, preset)
     link = linker.find_linker(preset.cross_triple, options.linker)  # fail before the slow work
     if options.tracker:  # a wrong or unreachable tracker fails before the build, not after it
         host, port = parse_tracker(options.tracker)
@@ -208,10 +211,12 @@ def compile_model(options: CompileOptions) -> CompileResult:
     if options.layout is None:
         key = key.with_layout(tuning_db.preferred_layout(key, explicit=options.database))
         options = dataclasses.replace(options, layout=key.layout)
+    board_less = options.tune is not None and options.tune.no_board
     if options.tune is not None:
         tuning.check_options(options.tune, can_checkpoint=True)  # a bad budget is refused before anything is made
+        options = _seeded_from_board_less(options, key)
     if options.tune is not None and not options.tune.wait_for_database:  # another run writes it: refuse now
-        lock.refuse_if_held(tuning_db.for_build(key, options.database).path)
+        lock.refuse_if_held(tuning_db.for_build(key, options.database, board_less).path)
     say(f"[1/4] importing {model.path.name} into Relax")
     mod = pipeline.import_onnx(model)
     say(f"[2/4] graph passes (fusion: {options.fusion}, weights: {options.layout})")
@@ -221,7 +226,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
     fingerprint = pipeline.fingerprint(options.fusion, options.layout)
     plan = BuildPlan(mod, preset, model, options, fingerprint, kernels, outputs, link, started, agreement)
     if options.tune is not None:
-        tune_database = tuning_db.for_build(key, options.database)
+        tune_database = tuning_db.for_build(key, options.database, board_less)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
         summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
@@ -245,3 +250,25 @@ def compile_model(options: CompileOptions) -> CompileResult:
             status = "ok" if c.passed(tolerance) else f"FAILED (tolerance {tolerance:g})"
             print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
     return result
+
+
+def _check_no_board(options: CompileOptions, preset) -> None:
+    """--no-board ranks candidates by the cycle estimate of an ARM preset's core, with no device at all."""
+    if options.tune is None or not options.tune.no_board:
+        return
+    if options.tracker:
+        raise UserError("--no-board tunes without a device and --tracker names boards: drop --no-board to measure "
+                        "on the boards (they start from the board-less database when there is one)")
+    if preset.is_host:
+        raise UserError(f"--no-board is for ARM presets; '{preset.name}' is this machine: tune without --no-board, "
+                        "measuring here")
+
+
+def _seeded_from_board_less(options: CompileOptions, key) -> CompileOptions:
+    """Tuning on real boards starts from the schedules tuned with no board, when there are some and no other seed
+    was given: each is measured on the board first, like every seed."""
+    board_less = tuning_db.TuningDatabase(key.board_less_folder())
+    if not options.tracker or options.tune.seed_database or not board_less.exists():
+        return options
+    say(f"      seeding from the database tuned with no board: {paths.shown(board_less.path)}")
+    return dataclasses.replace(options, tune=dataclasses.replace(options.tune, seed_database=str(board_less.path)))

@@ -38,6 +38,7 @@ class Preset:
     declared_target: dict  # as the preset file says it: "native" and "auto" stand for this machine's values
     cross_triple: Optional[str]
     rpc_key: str
+    clock_ghz: Optional[float] = None  # the board's core clock: turns a cycle estimate into time (tuning with no board)
 
     @functools.cached_property
     def target(self) -> dict:
@@ -127,7 +128,8 @@ def load(name: str) -> Preset:
         if not isinstance(name, str) or not name:
             raise TypeError(f"its name must be a non-empty string, not {name!r}")
         return Preset(name=name, description=data["description"], declared_target=dict(data["target"]),
-                      cross_triple=data["cross_triple"], rpc_key=data["rpc_key"])
+                      cross_triple=data["cross_triple"], rpc_key=data["rpc_key"],
+                      clock_ghz=float(data["clock_ghz"]) if data.get("clock_ghz") is not None else None)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"target preset {path} is malformed ({_one_line(err)}): it needs description, target, "
                         "cross_triple and rpc_key") from None

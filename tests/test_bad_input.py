@@ -147,6 +147,17 @@ def test_a_tuning_budget_of_zero_is_refused_before_a_database_folder_is_made(tmp
     assert not tuning_db.for_build(tuning_db.DatabaseKey(targets.load("host"), "m", "stock", "prepack"), None).path.exists()
 
 
+@pytest.mark.parametrize("flags, fragment", [
+    (["--no-board"], "--no-board says how --tune ranks candidates: add --tune"),
+    (["--tune", "--no-board"], "--no-board is for ARM presets"),
+    (["--tune", "--no-board", "--target", "rpi4", "--tracker", "127.0.0.1:9190"], "--no-board tunes without a device"),
+])
+def test_no_board_where_it_cannot_apply(flags, fragment, tmp_path):
+    result = build(make_model(tmp_path / "m.onnx"), tmp_path, *flags)
+    assert_user_error(result, fragment)
+    assert "[1/4]" not in result.stderr
+
+
 # --- the target ---
 
 @pytest.mark.parametrize("target, fragment", [

@@ -26,6 +26,9 @@ class TuningInfo:
     kernels_default: int = 0  # kernels that got the target's default schedule (no record covered them)
     cpu: Optional[str] = None  # the LLVM cpu that database was tuned for
     pipeline: str = ""  # fingerprint of the pipeline that built the kernels (compiler/passes/pipeline.py)
+    # how the database ranked schedules: "device" (timed on a board or this machine) or "cycle-estimate" (tuned
+    # with no board, against the model of compiler/tuning/estimate_runner.py); None without a database
+    measured_by: Optional[str] = None
 
 
 @dataclass

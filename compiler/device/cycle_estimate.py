@@ -54,7 +54,7 @@ def parse_profile(text: str) -> BlockProfile:
         parts = line.split()
         if not parts:
             continue
-        if parts[0] == "marker":
+        if parts[0] == "marker" and len(parts) == 2:   # (the cache plugin's marker lines carry its counters)
             counts = {}
             profile.regions.append((int(parts[1]), counts))
         elif parts[0] == "block":

@@ -39,6 +39,8 @@ from compiler.output import say
 HERE = Path(__file__).resolve().parent
 PLUGIN_SOURCES = HERE / "qemu_plugins"
 GUEST_SCRIPT = HERE / "count_guest.py"
+CANDIDATE_SCRIPT = HERE / "candidate_guest.py"    # tuning with no board (imports count_guest's marker)
+GUEST_SCRIPTS = (GUEST_SCRIPT, CANDIDATE_SCRIPT)
 GUEST_DIR = "/opt/qemu-count"                 # inside the rootfs
 GUEST_PYTHON = "/opt/tvm/bin/python3"
 GUEST_WORK = "/tmp/qemu-count"                # models and logs, inside the rootfs
@@ -197,7 +199,7 @@ def ensure_host_counter() -> dict:
     logs = paths.cache_dir() / "qemu-count-logs"
     logs.mkdir(parents=True, exist_ok=True)
     return {"rootfs": None, "qemu_version": version, "qemu": "/usr/bin/qemu-x86_64", "python": sys.executable,
-            "guest_script": str(GUEST_SCRIPT), "logs": logs, "guest_logs": str(logs),
+            "guest_dir": str(HERE), "logs": logs, "guest_logs": str(logs),
             "write_nr": WRITE_SYSCALL["x86_64"],
             "plugins": {p.stem[3:]: str(p) for p in sorted(plugins.glob("lib*.so"))}}
 
@@ -224,7 +226,8 @@ def ensure_pi_counter() -> dict:
         files[lib] = dest / "lib" / os.path.basename(lib)
     for so in sorted(plugins.glob("lib*.so")):
         files[str(so)] = dest / "plugins" / so.name
-    files[str(GUEST_SCRIPT)] = dest / GUEST_SCRIPT.name
+    for script in GUEST_SCRIPTS:
+        files[str(script)] = dest / script.name
     wanted = "\n".join(f"{_sha(s)} {d.relative_to(rootfs)}" for s, d in sorted(files.items())) + "\n"
     stamp = dest / ".stamp"
     if not (stamp.exists() and stamp.read_text() == wanted):
@@ -242,7 +245,7 @@ def ensure_pi_counter() -> dict:
     emulator.ensure_mounts(rootfs)
     return {"rootfs": rootfs, "qemu_version": version, "loader": f"{GUEST_DIR}/ld-linux-x86-64.so.2",
             "libdir": f"{GUEST_DIR}/lib", "qemu": f"{GUEST_DIR}/qemu-aarch64", "python": GUEST_PYTHON,
-            "guest_script": f"{GUEST_DIR}/{GUEST_SCRIPT.name}", "logs": rootfs / GUEST_WORK.lstrip("/") / "logs",
+            "guest_dir": GUEST_DIR, "logs": rootfs / GUEST_WORK.lstrip("/") / "logs",
             "guest_logs": f"{GUEST_WORK}/logs", "write_nr": WRITE_SYSCALL["aarch64"],
             "plugins": {p.stem[3:]: f"{GUEST_DIR}/plugins/{p.name}" for p in sorted(plugins.glob("lib*.so"))}}
 
@@ -270,11 +273,12 @@ def stage_model(rootfs, path) -> str:
 
 
 def _parse_log(text: str) -> dict:
-    """The marker lines the plugins print: [{id, insns | dacc, dmiss, iacc, imiss, l2acc, l2miss}]."""
+    """The marker lines the counting plugins print: [{id, insns | dacc, dmiss, iacc, imiss, l2acc, l2miss}]
+    (the block profile's bare `marker <id>` lines, in a run with both, are not counters)."""
     markers = []
     for line in text.splitlines():
-        if line.startswith("marker "):
-            parts = line.split()
+        parts = line.split()
+        if line.startswith("marker ") and len(parts) > 2:
             markers.append({"id": int(parts[1]), **{k: int(v) for k, v in zip(parts[2::2], parts[3::2])}})
     return {"markers": markers}
 
@@ -290,19 +294,21 @@ def _plugin_options(counter: dict, plugin: str, mcpu: str) -> list:
     return [counter["plugins"]["dcac_cache"], *(f"{k}={v}" for k, v in cores.lookup(mcpu).caches.items()), *common]
 
 
-def run_guest(counter: dict, guest_args: list, plugin: str, mcpu: str, timeout=None) -> dict:
-    """Run count_guest.py under the instrumented qemu (inside the Pi's chroot for aarch64, directly for
-    x86-64); the plugin's log and the guest's RESULT line. Instrumentation starts at the guest's ARM marker
-    (model loaded), so start-up runs at plain qemu speed and the simulated caches start cold there."""
-    options = _plugin_options(counter, plugin, mcpu)
+def run_guest(counter: dict, guest_args: list, plugin, mcpu: str, timeout=None, script: Path = GUEST_SCRIPT) -> dict:
+    """Run a guest script (count_guest.py unless told) under the instrumented qemu (inside the Pi's chroot for
+    aarch64, directly for x86-64) with one plugin or several at once (a tuple: their marker lines share the log);
+    the log, its counter markers and the guest's RESULT line. Instrumentation starts at the guest's ARM
+    marker (model loaded), so start-up runs at plain qemu speed and the simulated caches start cold there."""
+    plugins = (plugin,) if isinstance(plugin, str) else tuple(plugin)
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.log"
     counter["logs"].mkdir(parents=True, exist_ok=True)
     guest_env = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
     # qemu's default cpu ("max") offers SVE, SME and more: ONNX Runtime would pick kernels the board lacks.
     # On x86-64 "max" is what qemu 7.2 emulates best (AVX2, no AVX-512).
-    qemu = [counter["qemu"], "-plugin", ",".join(options), "-d", "plugin", "-D", f"{counter['guest_logs']}/{name}",
+    qemu = [counter["qemu"], *(arg for p in plugins for arg in ("-plugin", ",".join(_plugin_options(counter, p, mcpu)))),
+            "-d", "plugin", "-D", f"{counter['guest_logs']}/{name}",
             "-cpu", cores.lookup(mcpu).qemu_cpu, *(arg for k, v in guest_env.items() for arg in ("-E", f"{k}={v}")),
-            counter["python"], counter["guest_script"], *map(str, guest_args)]
+            counter["python"], f"{counter['guest_dir']}/{script.name}", *map(str, guest_args)]
     if counter["rootfs"] is not None:
         cmd = ["chroot", str(counter["rootfs"]), counter["loader"], "--library-path", counter["libdir"], *qemu]
     else:
@@ -317,7 +323,7 @@ def run_guest(counter: dict, guest_args: list, plugin: str, mcpu: str, timeout=N
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
         raise DeviceError(f"counting under qemu ({mcpu}) failed after {time.time() - started:.0f} s ({tail[0]})")
-    parsed = _parse_log(text) if plugin != "blocks" else {"log": text}
+    parsed = {**_parse_log(text), "log": text}
     parsed["guest"] = next((json.loads(line[7:]) for line in result.stdout.splitlines()
                             if line.startswith("RESULT ")), None)
     parsed["seconds"] = round(time.time() - started, 1)

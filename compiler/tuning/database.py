@@ -31,6 +31,7 @@ from compiler.tuning import lock
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 PROVENANCE = "provenance.json"
+BOARD_LESS_SUFFIX = "-no-board"   # a database tuned against the cycle estimate (estimate_runner.py), not a board
 
 
 def cpu_of(preset) -> str:
@@ -67,6 +68,11 @@ class DatabaseKey:
     def folder(self, cpu: Optional[str] = None, layout: Optional[str] = None) -> Path:
         """This key's folder, or the same key's for another CPU or layout."""
         return default_path(self.preset.name, cpu or self.cpu, self.model_name, self.fusion, layout or self.layout)
+
+    def board_less_folder(self) -> Path:
+        """Where this key's database tuned with no board lives: beside the board's, never in its place."""
+        folder = self.folder()
+        return folder.with_name(folder.name + BOARD_LESS_SUFFIX)
 
     def with_layout(self, layout: str) -> "DatabaseKey":
         return dataclasses.replace(self, layout=layout)
@@ -178,6 +184,13 @@ class TuningDatabase:
         if self._close_open_entry(runs):
             self.write_provenance({**provenance, "trials": self.record_count(), "updated": _now()})
 
+    def note_progress(self) -> None:
+        """The trial count so far into provenance.json, after every batch: a database copied (or committed)
+        mid-run says how many records it holds."""
+        provenance = self.provenance
+        if provenance:
+            self.write_provenance({**provenance, "trials": self.record_count(), "updated": _now()})
+
     def record_seed(self, seed: dict) -> None:
         """The seed's source and counts in this run's entry (and so in the report)."""
         provenance = self.provenance
@@ -194,6 +207,11 @@ class TuningDatabase:
             runs[-1].update(ended="interrupted", trials_after=self.record_count())
             return True
         return False
+
+    @property
+    def board_less(self) -> bool:
+        """Tuned against the cycle estimate, with no board (compiler/tuning/estimate_runner.py)."""
+        return self.provenance.get("measured_by") == "cycle-estimate"
 
     @property
     def emulated(self) -> bool:
@@ -277,9 +295,14 @@ def check_fingerprint(database: TuningDatabase, fingerprint: dict, allow_stale: 
                     "records match no kernel; retune it (--tune), or pass --allow-stale-database to apply it anyway")
 
 
-def for_build(key: DatabaseKey, explicit: Optional[str]) -> TuningDatabase:
-    """The database folder a tuning run for `key` writes into (or --database); refuses another preset's."""
-    database = TuningDatabase(Path(explicit) if explicit else key.folder())
+def for_build(key: DatabaseKey, explicit: Optional[str], board_less: Optional[bool] = None) -> TuningDatabase:
+    """The database folder of `key` (or --database); refuses another preset's. A tuning run says whether it tunes
+    with no board (`board_less`), and is refused a database of the other kind: the two never mix."""
+    database = TuningDatabase(Path(explicit) if explicit else key.board_less_folder() if board_less else key.folder())
+    if board_less is not None and database.record_count() and database.board_less != board_less:
+        kind = "tuned against the cycle estimate (no board)" if database.board_less else "measured on a device"
+        raise UserError(f"the database in {paths.shown(database.path)} was {kind}: records of the two kinds never mix; "
+                        "tune into another --database folder")
     made_for = database.provenance.get("target_name")
     if made_for is not None and made_for != key.preset.name:
         raise UserError(f"the database in {database.path} was tuned for '{made_for}', not '{key.preset.name}': "
@@ -316,7 +339,9 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
     This CPU's own database is applied. Without one, another CPU's database of the same pipeline is
     applied with a one-line warning that names both CPUs and the command that tunes for this one: that
     policy was chosen by measurement (docs/databases-and-cpus.md): even on a CPU of another vector width,
-    foreign schedules ran several times faster than TVM's default ones."""
+    foreign schedules ran several times faster than TVM's default ones. A database tuned with no board
+    (against the cycle estimate) comes last: only where no database measured on a board exists, with a line
+    saying so."""
     if explicit == "none":
         return None
     fingerprint = fingerprint or pipeline_fingerprint(key.fusion, key.layout)
@@ -332,7 +357,7 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
     elif not database.exists():
         foreign = foreign_databases(key)
         if not foreign:
-            return None
+            return _board_less(key, fingerprint, allow_stale)
         database = foreign[0]
         check_fingerprint(database, fingerprint, allow_stale)
         others = [other for other in ("plain", "prepack")
@@ -347,6 +372,18 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
         warn(f"tuning database {database.path} was measured under emulation: not applied to a build for a "
              "real board (pass --allow-emulated-logs to use it anyway)")
         return None
+    return database
+
+
+def _board_less(key: DatabaseKey, fingerprint: dict, allow_stale: bool) -> Optional[TuningDatabase]:
+    """The key's database tuned with no board, announced in one line, or None."""
+    database = TuningDatabase(key.board_less_folder())
+    if not database.exists():
+        return None
+    check_fingerprint(database, fingerprint, allow_stale)
+    warn(f"note: no database measured on a board for {key.preset.name}/{key.model_name}; applying "
+         f"{paths.shown(database.path)}, {database.provenance.get('note', 'tuned with no board')} (a board's own "
+         f"database replaces it: {_tune_command(key)} --tracker HOST:PORT)")
     return database
 
 

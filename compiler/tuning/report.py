@@ -119,7 +119,7 @@ def _run_lines(runs) -> List[str]:
     seed = run.get("seed")
     if seed:
         lines.append(f"- seeded from {seed['source']}: {seed['tasks_seeded']} of {seed['tasks']} tasks, "
-                     f"{seed['measured']} seed schedules measured on this device ({seed['failed']} did not run here)")
+                     f"{seed['measured']} seed schedules measured by this run ({seed['failed']} did not run here)")
     for task, reason in sorted((run.get("stopped_tasks") or {}).items()):
         lines.append(f"- budget policy stopped `{task}`: {reason}")
     return lines + ([""] if lines else [])
@@ -143,15 +143,20 @@ def write(database, mod, target) -> None:
     provenance = database.provenance
     device = provenance.get("device", {})
     emulated = device.get("emulated")
-    title = f"{provenance.get('target_name', '?')}: {len(curve)} trials" + (" (EMULATED timings)" if emulated else "")
+    board_less = device.get("measured_by") == "cycle-estimate"
+    title = f"{provenance.get('target_name', '?')}: {len(curve)} trials" + (
+        " (EMULATED timings)" if emulated else " (cycle estimate, no board)" if board_less else "")
     checkpoints = read_log(database.path)["checkpoints"]
     _plot(database.path / "report.png", rows, curve, title, checkpoints)
     measured = [r for r in rows if r.best_ms == r.best_ms]
     total = sum(r.weighted_ms for r in measured)
     lines = [
         f"# Tuning report: {database.path.parent.name}/{database.path.name}", "",
-        f"- device: {device.get('cpu_model', 'unknown')} ({device.get('machine', '?')})"
-        + (" -- **measured under qemu emulation: not a real board's timings**" if emulated else ""),
+        (f"- device: none -- **{device.get('note')}**: candidates ranked by their estimated cycles on "
+         f"{device.get('core')} at {device.get('clock_ghz')} GHz (llvm-mca model {device.get('mca_cpu')}, LLVM "
+         f"{device.get('llvm')}, simulated caches), one thread; times below are that estimate" if board_less else
+         f"- device: {device.get('cpu_model', 'unknown')} ({device.get('machine', '?')})"
+         + (" -- **measured under qemu emulation: not a real board's timings**" if emulated else "")),
         f"- trials: {len(curve)} (budget {provenance.get('budget', '?')}); tasks: {len(rows)}, "
         f"with a valid measurement: {len(measured)}",
         f"- estimated latency of the best schedules (tuned tasks only, weight x best): {total:.3f} ms",

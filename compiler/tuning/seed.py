@@ -37,7 +37,7 @@ class SeedSummary:
 
     def describe(self) -> str:
         return (f"      seeded {self.tasks_seeded} of {self.tasks} tasks from {self.source}: {self.measured} schedules "
-                f"measured on this device" + (f", {self.failed} did not build or run here (first: {self.first_error})"
+                f"measured by this run" + (f", {self.failed} did not build or run here (first: {self.first_error})"
                                        if self.failed else ""))
 
 
@@ -139,35 +139,52 @@ def measure(candidates, target, builder, runner):
     return results
 
 
+SEED_TASKS_PER_BATCH = 8  # tasks whose seeds are built and measured together: one device round (or qemu run) for all
+
+
 def replay(seeds, source: str, contexts, target, builder, runner, database, cost_model, top_k: int,
            total_tasks: int, after_failures=None) -> SeedSummary:
     """Measure the seeds' schedules for every task of `contexts` (the model's `total_tasks` tasks but those a
-    resumed run already measured) on this device; commit what ran, train the cost model. `after_failures()`
-    runs when a task's seeds failed (the tuner's check that a server is left: it raises if none is)."""
+    resumed run already measured) on this device, a few tasks a batch; commit what ran, train the cost model.
+    `after_failures()` runs when a batch's seeds failed (the tuner's check that a server is left: it raises if
+    none is)."""
     from tqdm import tqdm
-    from tvm.s_tir import meta_schedule as ms
 
     summary = SeedSummary(source=source, tasks=total_tasks, tasks_seeded=0, measured=0, failed=0)
-    for context in tqdm(contexts, desc="seeding", unit="task", dynamic_ncols=True, file=sys.stderr):
-        candidates, failed = seed_candidates(seeds, context, top_k)
-        summary.failed += failed
-        if not candidates:
-            continue
-        results = measure(candidates, target, builder, runner)
-        workload = database.commit_workload(context.mod)
-        good = 0
-        for candidate, result in zip(candidates, results):
-            if result.error_msg is not None or not result.run_secs:
-                summary.failed += 1
-                summary.first_error = summary.first_error or (result.error_msg or "no timing").strip()[-200:]
-                continue
-            database.commit_tuning_record(ms.database.TuningRecord(
-                trace=candidate.sch.trace, workload=workload, run_secs=result.run_secs, target=target,
-                args_info=candidate.args_info))
-            good += 1
-        summary.measured += good
-        summary.tasks_seeded += good > 0
-        cost_model.update(context, candidates, results)
-        if good < len(candidates) and after_failures is not None:
-            after_failures()
+    with tqdm(total=len(contexts), desc="seeding", unit="task", dynamic_ncols=True, file=sys.stderr) as bar:
+        for first in range(0, len(contexts), SEED_TASKS_PER_BATCH):
+            batch = []
+            for context in contexts[first:first + SEED_TASKS_PER_BATCH]:
+                candidates, failed = seed_candidates(seeds, context, top_k)
+                summary.failed += failed
+                if candidates:
+                    batch.append((context, candidates))
+            results = measure([c for _, cs in batch for c in cs], target, builder, runner) if batch else []
+            failures_before = summary.failed
+            for context, candidates in batch:
+                mine, results = results[:len(candidates)], results[len(candidates):]
+                _commit(context, candidates, mine, target, database, cost_model, summary)
+            bar.update(len(contexts[first:first + SEED_TASKS_PER_BATCH]))
+            if summary.failed > failures_before and after_failures is not None:
+                after_failures()
     return summary
+
+
+def _commit(context, candidates, results, target, database, cost_model, summary: SeedSummary) -> None:
+    """One task's measured seeds into the database and the cost model."""
+    from tvm.s_tir import meta_schedule as ms
+
+    workload = database.commit_workload(context.mod)
+    good = 0
+    for candidate, result in zip(candidates, results):
+        if result.error_msg is not None or not result.run_secs:
+            summary.failed += 1
+            summary.first_error = summary.first_error or (result.error_msg or "no timing").strip()[-200:]
+            continue
+        database.commit_tuning_record(ms.database.TuningRecord(
+            trace=candidate.sch.trace, workload=workload, run_secs=result.run_secs, target=target,
+            args_info=candidate.args_info))
+        good += 1
+    summary.measured += good
+    summary.tasks_seeded += good > 0
+    cost_model.update(context, candidates, results)

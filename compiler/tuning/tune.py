@@ -3,8 +3,11 @@
 Where measurements happen:
   - `--tracker HOST:PORT`: every server registered under the preset's key, one runner worker each;
   - no tracker, host preset: a local runner on this machine;
+  - `--no-board` (aarch64 preset): no measurement at all: each candidate's cycle estimate on the preset's
+    core (compiler/tuning/estimate_runner.py), into a database of its own kind (database.py);
   - no tracker, aarch64 preset: a local tracker with N emulated servers (timings are emulation timings,
-    recorded as such in provenance.json and never applied to a real board's build unless asked).
+    recorded as such in provenance.json and never applied to a real board's build unless asked): a test of
+    the farm's machinery, not a way to rank schedules.
 
 Resume: records are appended to the database as each batch finishes, a rerun counts them against the
 budget, and a line cut by a crash is dropped on load. Faults: a client-side timeout bounds every
@@ -30,7 +33,7 @@ from compiler.artifact.runtime import Model, use_threads
 from compiler.device.session import describe_device, open_device
 from compiler.errors import DeviceError, UserError
 from compiler.output import say, warn
-from compiler.tuning import report
+from compiler.tuning import estimate_runner, report
 from compiler.tuning.checkpoint import Checkpointer
 from compiler.tuning.database import check_resume, cpu_of
 from compiler.tuning.measure_inputs import alloc_local, alloc_rpc
@@ -59,6 +62,7 @@ class TuneOptions:
     checkpoint_runs: int = 20  # timed runs per checkpoint
     checkpoint_libraries: Optional[str] = None  # where checkpoint libraries go (default build/checkpoints/...)
     wait_for_database: bool = False  # another run writes the database: wait for it, then resume (else exit 2)
+    no_board: bool = False  # aarch64 preset: rank candidates by their cycle estimate on the core (estimate_runner.py)
 
 
 @dataclass
@@ -129,7 +133,8 @@ class StopRequested(Exception):
     """Raised from the measure callback after Ctrl-C: the batch just measured is already in the database."""
 
 
-def _make_progress_callback(total: int, done: int, check_servers, stop_requested: list, checkpointer=None):
+def _make_progress_callback(total: int, done: int, check_servers, stop_requested: list, checkpointer=None,
+                            database=None):
     from tqdm import tqdm
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -159,6 +164,8 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
             self.bar.update(len(runner_results))
             self.bar.set_postfix_str(f"est {self.estimate_ms:.2f} ms ({len(self.best)}/{len(tasks)} tasks) "
                                      f"failed {sum(self.failures.values())}")
+            if database is not None:
+                database.note_progress()
             if checkpointer is not None:
                 checkpointer.maybe(self.bar.n, self.estimate_ms, say=self.bar.write)
             if self.failures and check_servers is not None and not check_servers():
@@ -210,6 +217,9 @@ def check_options(options: TuneOptions, can_checkpoint: bool) -> None:
     if options.checkpoint_every is not None and (options.checkpoint_every <= 0 or not can_checkpoint):
         raise UserError(f"--checkpoint-every {options.checkpoint_every}: give a positive number of trials between "
                         "end-to-end measurements, e.g. --checkpoint-every 100")
+    if options.no_board and options.checkpoint_every is not None:
+        raise UserError("--checkpoint-every times the whole model on a device, and --no-board has none: drop one of "
+                        "the two")
     if options.search_population is not None and options.search_population < 64:
         raise UserError(f"--search-population {options.search_population}: give at least 64 (the search keeps 50 "
                         "unmeasured candidates besides the measured ones), e.g. --search-population 64")
@@ -234,12 +244,16 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
     # Build workers unpickle this package's build functions: make it importable there.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    if tracker is None and not preset.is_host:
+    if options.no_board:
+        say(f"tuning with no board: each candidate ranked by its cycle estimate on {preset.target.get('mcpu')} "
+            "(qemu, llvm-mca), a model, not a measurement")
+    elif tracker is None and not preset.is_host:
         warn(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
-             "not a real board's")
-    with open_device(preset, tracker, options.servers) as reached:
+             "not a real board's (--no-board ranks candidates by the cycle estimate instead)")
+    with (contextlib.nullcontext() if options.no_board else open_device(preset, tracker, options.servers)) as reached:
         runner, device, check = _runner(preset, reached, options, database)
-        per_iter = options.trials_per_iter or trials_per_iter(options.trials - spent, len(tasks), reached.servers())
+        servers = reached.servers() if reached is not None else 1
+        per_iter = options.trials_per_iter or trials_per_iter(options.trials - spent, len(tasks), servers)
         population = options.search_population or default_population(per_iter)
         database.open_run(_identity(preset, device, model_sha256, fingerprint, options),
                            _run_entry(device, options, per_iter, population))
@@ -288,9 +302,12 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
 
 
 def _runner(preset, reached, options: TuneOptions, database):
-    """(MetaSchedule runner, device description, servers-alive check) for the device `reached`."""
+    """(MetaSchedule runner, device description, servers-alive check) for the device `reached` (None: no board,
+    the cycle estimate ranks candidates)."""
     from tvm.s_tir import meta_schedule as ms
 
+    if reached is None:
+        return estimate_runner.make_runner(preset, options.session_timeout), estimate_runner.describe(preset), None
     if reached.tracker is None:
         # Candidates run on the threads the built model will use (runtime.Model), not on TVM's x86 default
         # of half the CPUs; the runner's workers inherit the setting. A user's TVM_NUM_THREADS wins.
@@ -360,7 +377,7 @@ def _search(ms, contexts, weights, database, db, builder, runner, cost_model, op
             checkpointer, check, summary, preset) -> None:
     """MetaSchedule's search over the contexts, with progress, policy, checkpoints and the Ctrl-C guard."""
     interrupted = []
-    progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer)
+    progress = _make_progress_callback(options.trials, spent, check, interrupted, checkpointer, database)
     policy = [make_policy_callback(policy_state)] if policy_state is not None else []
     try:
         with _ctrl_c_guard(database, checkpointer, progress, interrupted):
@@ -454,8 +471,10 @@ def _identity(preset, device: dict, model_sha256: str, fingerprint: dict, option
         "fusion": fingerprint["fusion"], "pipeline": fingerprint, "budget": options.trials,
         "measurement_inputs": "float tensors uniform in [-1, 1) (compiler/tuning/measure_inputs.py)",
         "codegen": "exp and sigmoid lowered to a vectorised polynomial (compiler/passes/fast_math.py)",
-        "note": ("measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
+        "note": (estimate_runner.label(preset) if options.no_board
+                 else "measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
                  else "measured on the device described here"),
+        "measured_by": estimate_runner.MEASURED_BY if options.no_board else "device",
     }
 
 

@@ -85,6 +85,47 @@ def test_resuming_another_cpus_database_is_refused(logs):
     tuning_db.check_resume(other, fake_preset("cpu-a"), pipeline.fingerprint("stock", "plain"), allow_other_cpu=True)
 
 
+def make_board_less(root, cpu: str):
+    """A database tuned with no board, beside where the board's own would be."""
+    key = tuning_db.DatabaseKey(fake_preset(cpu), MODEL.name, "stock", "plain")
+    folder = key.board_less_folder()
+    folder.mkdir(parents=True)
+    (folder / tuning_db.WORKLOADS).write_text('["1", "AAAA"]\n')
+    (folder / tuning_db.RECORDS).write_text(json.dumps([0, [[], [0.001], {"kind": "llvm"}, []]]) + "\n")
+    database = tuning_db.TuningDatabase(folder)
+    database.write_provenance({"target_name": "host", "cpu": cpu, "measured_by": "cycle-estimate",
+                               "note": f"tuned against the cycle estimate for {cpu}, no board",
+                               "device": {"board": None}, "pipeline": pipeline.fingerprint("stock", "plain")})
+    return database
+
+
+def test_a_board_less_database_never_outranks_one_measured_on_a_board(logs, capsys):
+    key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
+    board_less = make_board_less(logs, "cpu-a")
+    assert board_less.board_less and board_less.path != key.folder()
+    # alone, it is applied, with one line saying what it is
+    assert tuning_db.select(key, None).path == board_less.path
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "no database measured on a board" in said[0] and "no board" in said[0]
+    # a board's own database wins over it, and so does another CPU's measured one
+    foreign = make_database(logs, "cpu-b")
+    assert tuning_db.select(key, None).path == foreign.path
+    own = make_database(logs, "cpu-a")
+    assert tuning_db.select(key, None).path == own.path
+    assert not own.board_less
+
+
+def test_tuning_never_mixes_board_and_estimated_records(logs):
+    key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
+    board_less, board = make_board_less(logs, "cpu-a"), make_database(logs, "cpu-a")
+    assert tuning_db.for_build(key, None, board_less=True).path == board_less.path
+    assert tuning_db.for_build(key, None, board_less=False).path == board.path
+    with pytest.raises(UserError, match="tuned against the cycle estimate .*never mix"):
+        tuning_db.for_build(key, str(board_less.path), board_less=False)
+    with pytest.raises(UserError, match="measured on a device.*never mix"):
+        tuning_db.for_build(key, str(board.path), board_less=True)
+
+
 def test_fingerprint_changes_with_what_decides_the_kernels():
     prints = {(f, l): pipeline.fingerprint(f, l)["hash"] for f in ("stock", "dcac") for l in pipeline.LAYOUTS}
     assert len(set(prints.values())) == 4
@@ -102,7 +143,12 @@ def test_shipped_databases_carry_their_cpu_and_pipeline():
         assert database.cpu == folder.parent.name and provenance["target_name"] == folder.parent.parent.name
         layout = provenance["pipeline"]["layout"]
         assert database.fingerprint_hash == pipeline.fingerprint(provenance["fusion"], layout)["hash"], folder
-        assert provenance["trials"] == database.record_count() and provenance["device"]["cpu_model"]
+        assert provenance["trials"] == database.record_count()
+        if database.board_less:  # tuned with no board: says against which model, in its own folder
+            assert folder.name.endswith(tuning_db.BOARD_LESS_SUFFIX) and provenance["device"]["board"] is None
+            assert provenance["note"] == f"tuned against the cycle estimate for {database.cpu}, no board"
+        else:
+            assert provenance["device"]["cpu_model"]
 
 
 @pytest.mark.slow

@@ -137,6 +137,35 @@ def test_tuning_through_a_tracker_with_two_emulated_servers(tiny_cnn_onnx, tmp_p
     assert "relative error" in result.stdout and " ok" in result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.emulated
+def test_tuning_with_no_board_ranks_by_the_cycle_estimate_and_says_so(tiny_cnn_onnx, tmp_path):
+    """--no-board: every candidate's cost is its cycle estimate on the Pi 4's core (one qemu run a batch); the
+    database, its report and the artifact built with it all say it was tuned against a model, with no board."""
+    database = tmp_path / "db"
+    result = subprocess.run(tune_cmd(tiny_cnn_onnx, "rpi4", database, 10, "--no-board"),
+                            capture_output=True, text=True, env=CLEAN_ENV, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ranked by its cycle estimate on cortex-a72" in result.stderr
+    lines = records(database)
+    assert len(lines) >= 10
+    # run times are estimated cycles over the Pi 4's 1.8 GHz: every one a positive, finite, distinct-enough figure
+    secs = [json.loads(line)[1][1][0] for line in lines]
+    assert all(0 < s < 1 for s in secs) and len(set(secs)) > 1
+    provenance = json.loads((database / "provenance.json").read_text())
+    assert provenance["measured_by"] == "cycle-estimate"
+    assert provenance["note"] == "tuned against the cycle estimate for cortex-a72, no board"
+    assert provenance["device"]["board"] is None and provenance["device"]["clock_ghz"] == 1.8
+    assert provenance["device"].get("emulated") is not True
+    assert "no board" in (database / "report.md").read_text()
+    sidecar = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())
+    assert sidecar["tuning"]["measured_by"] == "cycle-estimate" and sidecar["tuning"]["kernels_tuned"] > 0
+    # the two kinds never share a database: a board's run into this one is refused, before any work
+    board = subprocess.run(tune_cmd(tiny_cnn_onnx, "rpi4", database, 12, "--tracker", "127.0.0.1:9"),
+                           capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
+    assert board.returncode == 2 and "never mix" in board.stderr
+
+
 def test_emulated_database_is_not_applied_to_a_real_board_build(tiny_cnn_onnx, tmp_path):
     """The previous test's kind of database, without --allow-emulated-logs: the build stays untuned.
     (A cross-compiled build only: no emulated device is needed.)"""
