@@ -174,11 +174,22 @@ def interleaving(runs: int, per_round: int = 5) -> tuple:
     return -(-runs // per_round), per_round
 
 
+def source_commit() -> str:
+    """The project's commit a results file was made at ("+changes" when the tree differed from it), so every
+    figure names the code that produced it."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine() -> dict:
-    """The host as every results file records it: CPU model, LLVM cpu, vector features."""
+    """The host as every results file records it: CPU model, LLVM cpu, vector features, and the project's commit."""
     device = host_description()
     return {"cpu_model": device["cpu_model"], "llvm_cpu": device["llvm_cpu"],
-            "cpu_features": device["cpu_features"], "cores": len(os.sched_getaffinity(0))}
+            "cpu_features": device["cpu_features"], "cores": len(os.sched_getaffinity(0)), "commit": source_commit()}
 
 
 def bench_image(shape=(1, 3, 224, 224)):
