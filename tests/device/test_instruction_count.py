@@ -56,12 +56,12 @@ def test_bare_loop_nests_break_the_bound(mobilenet_mini):
 def test_the_bench_command_writes_a_labelled_proxy_report(tmp_path):
     out = tmp_path / "count.json"
     bench = subprocess.run([sys.executable, "-m", "compiler", "bench", "--target", "rpi4", "--count-instructions",
-                            "--models", "mobileone_s1", "--cache-model", "on", "--json", str(out)],
+                            "--models", "mobilenetv3_large", "--cache-model", "on", "--json", str(out)],
                            capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert bench.returncode == 0, bench.stderr[-3000:]
     report = json.loads(out.read_text())
     assert "NOT a latency" in report["proxy"] and "NOT a latency" in out.with_suffix(".md").read_text()
-    row = report["models"]["mobileone_s1"]
+    row = report["models"]["mobilenetv3_large"]
     for engine in ("TVM", "ONNX Runtime"):
         counts = row["engines"][engine]["per_inference"]
         assert counts["insns"] > counts["dacc"] / 4 > 0 and counts["dmiss"] > 0
