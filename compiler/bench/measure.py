@@ -197,18 +197,18 @@ def bench_image(shape=(1, 3, 224, 224)):
     return np.random.default_rng(0).standard_normal(shape).astype("float32")
 
 
-def side_by_side(builds: dict, threads: int, runs: int, command: str) -> dict:
-    """TVM builds (label -> CompileResult) with ONNX Runtime and PyTorch eager on the host, interleaved in
-    one run, same thread count: the report every host benchmark writes (JSON-ready)."""
+def side_by_side(builds: dict, threads: int, runs: int, command: str, model_name: str = "attendnext") -> dict:
+    """TVM builds (label -> CompileResult) of one model with ONNX Runtime and PyTorch eager on the host,
+    interleaved in one run, same thread count: the report every host benchmark writes (JSON-ready)."""
     use_threads(threads)
-    image = bench_image()
+    image = bench_image(zoo.lookup(model_name).input_shape)
     timers = {name: tvm_timer(Model(build.library)) for name, build in builds.items()}
-    timers.update(host_engines(threads, image))
+    timers.update(host_engines(threads, image, model_name))
     rounds, per_round = interleaving(runs)
     say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
     times = measure(timers, rounds, per_round)
     host = machine()
-    return {"model": "attendnext", "target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})",
+    return {"model": model_name, "target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})",
             "machine": host, "threads": threads, "runs_per_engine": rounds * per_round, "emulated": False,
             "command": command, "engines": table(times),
             "databases": {name: database_summary(build) for name, build in builds.items()},
