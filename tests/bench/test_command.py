@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from compiler.bench.measure import device_onnxruntime_timer, measure, table
+from compiler.bench.measure import device_onnxruntime_timer, machine, measure, table
 from compiler.errors import DeviceError
 from compiler.passes.pipeline import DEFAULT_LAYOUT
 from test_cli import assert_user_error
@@ -25,6 +25,15 @@ def test_ratio_is_each_median_over_onnxruntimes():
     assert rows["TVM"]["ratio_vs_onnxruntime"] == pytest.approx(5.5 / 3.0)
     assert rows["TVM"]["p90_ms"] == 9.0  # nearest rank: the 9th of 10, not the largest
     assert rows["TVM"]["min_ms"] == 1.0
+
+
+def test_every_results_file_records_the_commit_it_was_made_at():
+    """machine(), which every bench script records, names the project's commit (and says when the tree differed)."""
+    from conftest import ROOT
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = machine()["commit"]
+    assert commit.split("+")[0] == head and commit in (head, head + "+changes")
 
 
 def test_measure_interleaves_rounds_and_drops_warmup():
