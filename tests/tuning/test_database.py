@@ -115,6 +115,24 @@ def test_a_board_less_database_never_outranks_one_measured_on_a_board(logs, caps
     assert not own.board_less
 
 
+def test_tuning_on_boards_starts_from_the_board_less_database(logs):
+    """--tune --tracker seeds from the board-less database (each of its schedules measured on the boards first);
+    a seed the user names wins, and a run with no tracker is not seeded from it."""
+    import dataclasses
+
+    from compiler import driver
+    from compiler.tuning.tune import TuneOptions
+
+    key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
+    board_less = make_board_less(logs, "cpu-a")
+    options = driver.CompileOptions(target="host", tune=TuneOptions(), tracker="10.0.0.5:9190")
+    assert driver._seeded_from_board_less(options, key).tune.seed_database == str(board_less.path)
+    named = dataclasses.replace(options, tune=TuneOptions(seed_database="/my/seed"))
+    assert driver._seeded_from_board_less(named, key).tune.seed_database == "/my/seed"
+    local = dataclasses.replace(options, tracker=None)
+    assert driver._seeded_from_board_less(local, key).tune.seed_database is None
+
+
 def test_tuning_never_mixes_board_and_estimated_records(logs):
     key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
     board_less, board = make_board_less(logs, "cpu-a"), make_database(logs, "cpu-a")
