@@ -51,11 +51,12 @@ def model_names(spec: str) -> list:
 
 def common_databases(preset, names, layout=None) -> dict:
     """name -> database folder, every one tuned for the same CPU: this CPU's when it has all the models, else
-    the first other CPU that has (same vector width first). Backbones are compared tuned alike, not each with
-    whichever CPU's database its own lookup finds. {} when no CPU has them all (each model then looks up its
-    own, and the notes name the budgets)."""
+    the first other CPU of the same vector width that has (the lookup's policy, tuning/database.py). Backbones are
+    compared tuned alike, not each with whichever CPU's database its own lookup finds. {} when no CPU has them
+    all (each model then looks up its own, and the notes name the budgets)."""
     layout = layout or DEFAULT_LAYOUT
-    others = [db.path.parent.name for db in tuning_db.foreign_databases(tuning_db.DatabaseKey(preset, names[0], "stock", layout))]
+    key = tuning_db.DatabaseKey(preset, names[0], "stock", layout)
+    others = [db.path.parent.name for db in tuning_db.foreign_databases(key) if tuning_db.same_vector_width(db, key)]
     for cpu in [tuning_db.cpu_of(preset), *others]:
         paths = {name: tuning_db.default_path(preset.name, cpu, name, "stock", layout) for name in names}
         if all((path / tuning_db.RECORDS).is_file() for path in paths.values()):

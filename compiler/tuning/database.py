@@ -331,15 +331,25 @@ def foreign_databases(key: DatabaseKey) -> list:
     return sorted(found, key=lambda db: ("avx512f" in db.provenance.get("device", {}).get("cpu_features", [])) != wide)
 
 
+def same_vector_width(database: TuningDatabase, key: DatabaseKey) -> bool:
+    """Whether a database of another CPU was tuned at this build's vector width (AVX-512 or not). Known for a
+    build for this machine's own CPU (its features are read here); any other build counts as the same width."""
+    host = host_description()
+    if not key.preset.is_host or key.cpu != host["llvm_cpu"]:
+        return True
+    return ("avx512f" in database.provenance.get("device", {}).get("cpu_features", [])) == \
+        ("avx512f" in host["cpu_features"])
+
+
 def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = False, allow_stale: bool = False,
            fingerprint: Optional[dict] = None) -> Optional[TuningDatabase]:
     """The database to apply to a build, or None (none yet, `--database none`, or emulated timings for a
     real board).
 
-    This CPU's own database is applied. Without one, another CPU's database of the same pipeline is
-    applied with a one-line warning that names both CPUs and the command that tunes for this one: that
-    policy was chosen by measurement (docs/databases-and-cpus.md): even on a CPU of another vector width,
-    foreign schedules ran several times faster than TVM's default ones. A database tuned with no board
+    This CPU's own database is applied. Without one, another CPU's database of the same pipeline and vector
+    width is applied with a one-line warning that names both CPUs and the command that tunes for this one;
+    one of another vector width is not (one line says so): the default schedules serve instead. Both chosen
+    by measurement against the default schedules (docs/databases-and-cpus.md). A database tuned with no board
     (against the cycle estimate) comes last: only where no database measured on a board exists, with a line
     saying so."""
     if explicit == "none":
@@ -355,8 +365,13 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
             warn(f"note: applying the database {explicit}, tuned for CPU {database.describe_cpu()}, to a build for "
                  f"'{key.cpu}'")
     elif not database.exists():
-        foreign = foreign_databases(key)
+        found = foreign_databases(key)
+        foreign = [db for db in found if same_vector_width(db, key)]
         if not foreign:
+            if found:
+                warn(f"note: not applying the database tuned for CPU {found[0].describe_cpu()} to '{key.cpu}': it was "
+                     "tuned at another vector width, where the default schedules ran faster (docs/databases-and-cpus.md); "
+                     f"tune for this CPU: {_tune_command(key)}")
             return _board_less(key, fingerprint, allow_stale)
         database = foreign[0]
         check_fingerprint(database, fingerprint, allow_stale)

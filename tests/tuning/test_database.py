@@ -57,6 +57,22 @@ def test_another_cpus_database_is_never_applied_silently(logs, capsys):
     assert "python compile.py --target host --tune" in err[0]
 
 
+def test_a_foreign_database_of_another_vector_width_gives_way_to_the_default_schedules(logs, capsys, monkeypatch):
+    """Measured (bench/results/foreign-database-znver4.md): on an AVX-512 CPU every AVX2 database ran slower than the
+    default schedules, while AVX-512 databases of other CPUs ran faster. So only the same width is applied."""
+    monkeypatch.setattr(tuning_db, "host_description",
+                        lambda: {"llvm_cpu": "cpu-a", "cpu_features": ["avx2", "avx512f"]})
+    key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
+    narrow = make_database(logs, "cpu-b")
+    narrow.write_provenance({**narrow.provenance, "device": {"cpu_model": "AVX2 CPU", "cpu_features": ["avx2"]}})
+    assert tuning_db.select(key, None) is None
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "not applying the database tuned for CPU 'cpu-b'" in said[0] and "vector width" in said[0]
+    wide = make_database(logs, "cpu-c")
+    wide.write_provenance({**wide.provenance, "device": {"cpu_model": "AVX-512 CPU", "cpu_features": ["avx512f"]}})
+    assert tuning_db.select(key, None).path == wide.path
+
+
 def test_foreign_database_of_another_layout_is_not_used(logs):
     make_database(logs, "cpu-b", layout="prepack")
     assert tuning_db.select(tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain"), None) is None
