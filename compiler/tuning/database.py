@@ -24,7 +24,7 @@ from typing import Optional
 from compiler import atomic, paths
 from compiler.device.session import host_description
 from compiler.errors import UserError
-from compiler.output import warn
+from compiler.output import say, warn
 from compiler.passes.pipeline import fingerprint as pipeline_fingerprint
 from compiler.tuning import lock
 
@@ -391,9 +391,17 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
 
 
 def _board_less(key: DatabaseKey, fingerprint: dict, allow_stale: bool) -> Optional[TuningDatabase]:
-    """The key's database tuned with no board, announced in one line, or None."""
+    """The key's database tuned with no board, announced in one line, or None. One whose check
+    (bench/no_board.py, recorded in its provenance) found it not paying against the default schedules is kept
+    for resuming, not applied."""
     database = TuningDatabase(key.board_less_folder())
     if not database.exists():
+        return None
+    check = database.provenance.get("check")
+    if check and not check.get("ships"):
+        say(f"      not applying {paths.shown(database.path)} (tuned with no board): its check found "
+             f"{check.get('no_board_vs_default', float('nan')):.2f}x the default schedules' estimated cycles at "
+             f"{check.get('trials')} trials, short of what ships; tune it further, then rerun bench/no_board.py")
         return None
     check_fingerprint(database, fingerprint, allow_stale)
     warn(f"note: no database measured on a board for {key.preset.name}/{key.model_name}; applying "

@@ -131,6 +131,19 @@ def test_a_board_less_database_never_outranks_one_measured_on_a_board(logs, caps
     assert not own.board_less
 
 
+def test_a_board_less_database_its_check_found_not_paying_is_kept_but_not_applied(logs, capsys):
+    """bench/no_board.py records in the database whether it beats the default schedules; one that does not is
+    not applied (the build keeps the default schedules) but stays for resuming."""
+    key = tuning_db.DatabaseKey(fake_preset("cpu-a"), MODEL.name, "stock", "plain")
+    board_less = make_board_less(logs, "cpu-a")
+    board_less.write_provenance({**board_less.provenance,
+                                 "check": {"ships": False, "no_board_vs_default": 0.88, "trials": 878}})
+    assert tuning_db.select(key, None) is None
+    assert "its check found 0.88x the default schedules' estimated cycles at 878 trials" in capsys.readouterr().err
+    board_less.write_provenance({**board_less.provenance, "check": {"ships": True, "no_board_vs_default": 0.8}})
+    assert tuning_db.select(key, None).path == board_less.path
+
+
 def test_tuning_on_boards_starts_from_the_board_less_database(logs):
     """--tune --tracker seeds from the board-less database (each of its schedules measured on the boards first);
     a seed the user names wins, and a run with no tracker is not seeded from it."""
@@ -181,6 +194,10 @@ def test_shipped_databases_carry_their_cpu_and_pipeline():
         if database.board_less:  # tuned with no board: says against which model, in its own folder
             assert folder.name.endswith(tuning_db.BOARD_LESS_SUFFIX) and provenance["device"]["board"] is None
             assert provenance["note"] == f"tuned against the cycle estimate for {database.cpu}, no board"
+            # and it carries the verdict of bench/no_board.py on its current records: whether it is applied
+            check = provenance["check"]
+            assert check["trials"] == database.record_count() and check["ships"] == (check["no_board_vs_default"] <= 0.85)
+            assert (ROOT / check["results"]).is_file()
         else:
             assert provenance["device"]["cpu_model"]
 
