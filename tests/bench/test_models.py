@@ -103,6 +103,7 @@ def test_models_json_with_a_tiny_tuned_database_and_an_untuned_model(tuned_logs)
 def test_backbones_are_compared_with_databases_of_one_cpu(tmp_path, monkeypatch):
     """This CPU has a database for AttendNeXt only; another CPU has all three models: all three come from it."""
     from compiler import targets
+    from compiler.device.session import host_description
     from compiler.tuning import database as tuning_db
 
     monkeypatch.setenv("DCAC_TUNING_LOGS", str(tmp_path))
@@ -110,10 +111,12 @@ def test_backbones_are_compared_with_databases_of_one_cpu(tmp_path, monkeypatch)
     here = tuning_db.cpu_of(preset)
     names = ["attendnext", "fbnet_c", "mobileone_s1"]
 
-    def make(cpu, name):
+    def make(cpu, name):  # another CPU of this machine's vector width: the lookup's policy applies its databases
         folder = tuning_db.default_path("host", cpu, name, "stock", "prepack")
         folder.mkdir(parents=True)
         (folder / tuning_db.RECORDS).write_text("")
+        features = host_description()["cpu_features"]
+        tuning_db.TuningDatabase(folder).write_provenance({"device": {"cpu_features": features}})
 
     make(here, "attendnext")
     assert bench_models.common_databases(preset, names, "prepack") == {}  # no CPU has all three yet
