@@ -68,6 +68,15 @@ def request_session(host: str, port: int, key: str, timeout: float):
         raise DeviceError(f"no '{key}' device from tracker {host}:{port}: {err}") from None
 
 
+def session_if_served(rpc_config):
+    """The tuning runner's `f_create_session`: a candidate fails at once when the tracker has no server left
+    under its key, instead of waiting out its timeout in the tracker's queue (the tuner then stops, saying so)."""
+    summary = tracker_summary(rpc_config.tracker_host, rpc_config.tracker_port)
+    if servers_for_key(summary, rpc_config.tracker_key) == 0:
+        raise DeviceError(f"no '{rpc_config.tracker_key}' server is registered with the tracker")
+    return rpc_config.connect_server()
+
+
 def free_servers(summary: dict, key: str) -> int:
     return int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
 

@@ -391,17 +391,21 @@ def select(key: DatabaseKey, explicit: Optional[str], allow_emulated: bool = Fal
 
 
 def _board_less(key: DatabaseKey, fingerprint: dict, allow_stale: bool) -> Optional[TuningDatabase]:
-    """The key's database tuned with no board, announced in one line, or None. One whose check
-    (bench/no_board.py, recorded in its provenance) found it not paying against the default schedules is kept
-    for resuming, not applied."""
+    """The key's database tuned with no board, announced in one line, or None. It is applied only when its
+    check (bench/no_board.py, recorded in its provenance) covers every record it holds and found it paying
+    against the default schedules; otherwise it is kept for resuming, and one line says why."""
     database = TuningDatabase(key.board_less_folder())
     if not database.exists():
         return None
-    check = database.provenance.get("check")
-    if check and not check.get("ships"):
+    check, records = database.provenance.get("check") or {}, database.record_count()
+    if check.get("trials") != records:
+        say(f"      not applying {paths.shown(database.path)} (tuned with no board): no check covers its {records} "
+            f"records yet; run bench/no_board.py --target {key.preset.name}")
+        return None
+    if not check.get("ships"):
         say(f"      not applying {paths.shown(database.path)} (tuned with no board): its check found "
-             f"{check.get('no_board_vs_default', float('nan')):.2f}x the default schedules' estimated cycles at "
-             f"{check.get('trials')} trials, short of what ships; tune it further, then rerun bench/no_board.py")
+            f"{check.get('no_board_vs_default', float('nan')):.2f}x the default schedules' estimated cycles at "
+            f"{records} trials, short of what ships; tune it further, then rerun bench/no_board.py")
         return None
     check_fingerprint(database, fingerprint, allow_stale)
     warn(f"note: no database measured on a board for {key.preset.name}/{key.model_name}; applying "

@@ -30,6 +30,7 @@ import schedules
 from compiler import paths
 from compiler.artifact.linker import find_linker
 from compiler.artifact.runtime import Model, use_threads
+from compiler.device.farm import session_if_served
 from compiler.device.session import describe_device, open_device
 from compiler.errors import DeviceError, UserError
 from compiler.output import say, warn
@@ -186,7 +187,7 @@ def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptio
                                        session_timeout_sec=int(options.session_timeout)),
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100,
                                                    enable_cpu_cache_flush=False),
-        f_alloc_argument=alloc_rpc, max_workers=servers)
+        f_create_session=session_if_served, f_alloc_argument=alloc_rpc, max_workers=servers)
     # RPCRunner's own pool has no timeout: a frozen server (or none left) would hang tuning forever.
     # Waiting in the tracker queue behind the other workers counts too, hence the factor.
     runner.pool.shutdown(wait=False)
@@ -298,6 +299,7 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
                     policy_state, checkpointer, check, summary, preset)
         finally:
             builder.close()
+            _drop_pending_measurements(runner)
     return _finish(summary, database, started)
 
 
@@ -322,6 +324,19 @@ def _runner(preset, reached, options: TuneOptions, database):
         device["emulated"] = True
     return (_rpc_runner(host, port, preset.rpc_key, reached.servers(), options), device,
             lambda: reached.servers() > 0)
+
+
+def _drop_pending_measurements(runner) -> None:
+    """Cancel the candidates still queued in the runner's worker pool and stop its workers. A search that
+    stops early (no server left, Ctrl-C) leaves the rest of MetaSchedule's submitted batches queued; each
+    would wait out its session timeout on a tracker with no server, and the interpreter's exit waits for
+    them all (minutes per candidate)."""
+    pool = getattr(runner, "pool", None)
+    threads = getattr(pool, "_threadpool", None)  # PopenPoolExecutor's queue of pending work (no public cancel)
+    if threads is not None:
+        threads.shutdown(wait=False, cancel_futures=True)
+    if pool is not None:
+        pool.shutdown(wait=False)  # kills the workers: a worker blocked on the tracker returns at once
 
 
 def _builder(preset, options: TuneOptions):
