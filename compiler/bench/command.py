@@ -115,8 +115,9 @@ def _builds(preset, args) -> dict:
                                            database=args.database, out=str(work / "tuned")))
     common = dict(target=preset.name, fusion=args.fusion, layout=shipped.sidecar["layout"])
     tuning = shipped.sidecar["tuning"]
-    label = (f"database tuned for {tuning['cpu']}" if tuning["database"]
-             else f"no database for {preset.name}/{tuning_db.cpu_of(preset)}")
+    label = (f"no database for {preset.name}/{tuning_db.cpu_of(preset)}" if not tuning["database"]
+             else f"database tuned with no board for {tuning['cpu']}" if tuning.get("measured_by") == "cycle-estimate"
+             else f"database tuned for {tuning['cpu']}")
     builds = {f"TVM {args.fusion} fusion, {shipped.sidecar['layout']} weights ({label})": shipped}
     if not args.skip_untuned and tuning["database"]:
         builds["TVM (no database: default schedules)"] = compile_model(CompileOptions(**common, out=str(work / "untuned"), database="none"))
