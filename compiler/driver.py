@@ -14,11 +14,12 @@ from compiler.artifact import linker, sidecar as artifact
 from compiler.artifact.runtime import read_sidecar
 from compiler.device import verify
 from compiler.device.farm import check_key, parse_tracker
+from compiler.device.session import describe_device
 from compiler.errors import UserError
 from compiler.frontend import onnx_model, quantize
 from compiler.output import say
 from compiler.passes import explain as explain_module, pipeline
-from compiler.tuning import database as tuning_db, lock, tune as tuning
+from compiler.tuning import database as tuning_db, guard, lock, tune as tuning
 
 
 @dataclass
@@ -135,17 +136,22 @@ class BuildPlan:
     started: float
     agreement: Optional[quantize.Agreement] = None  # a model quantized by --quantize: its agreement with float
 
-    def build(self, database, records, out_dir: Path, quiet: bool = False) -> Path:
-        """Apply `records` (MetaSchedule database of the TuningDatabase `database`; both None: untuned),
+    def build(self, database, records, out_dir: Path, quiet: bool = False, verdicts: bool = True) -> Path:
+        """Apply `records` (MetaSchedule database of the TuningDatabase `database`; both None: untuned) but
+        those that lost to their default schedule in the model (guard.py; `verdicts` False: every record),
         finish, build and write the artifact into `out_dir`; returns the library path."""
         import tvm
 
         options, preset, target = self.options, self.preset, self.preset.tvm_target()
         note = (lambda message: None) if quiet else say
         dump = None if quiet else options.dump_ir  # a checkpoint does not overwrite the final build's IR dumps
-        mod, tuned = self.mod, []
+        mod, tuned, lost = self.mod, [], {}
         if records is not None:
             mod = pipeline.apply_database(mod, target, records, dump)
+            lost = guard.kept_default(database.path, self.model.sha256) if verdicts else {}
+            lost = {name: why for name, why in lost.items() if name in pipeline.scheduled_kernel_names(mod)}
+            if lost:
+                mod = pipeline.unschedule(mod, self.mod, lost)
             tuned = pipeline.scheduled_kernel_names(mod)
             if options.database and self.kernels and not tuned and not quiet:
                 made_for = database.provenance.get("model_sha256", "unknown")[:12]
@@ -157,7 +163,9 @@ class BuildPlan:
                                 f"kernels of {self.model.name} (ONNX sha256 {self.model.sha256[:12]}): it was tuned "
                                 f"for another model ({made_for}); give this model's database, or tune one with --tune")
             note(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
-                 f"{len(tuned)} of {len(self.kernels)} kernels tuned")
+                 f"{len(tuned)} of {len(self.kernels)} kernels tuned"
+                 + (f"; {len(lost)} keep their default schedule, faster in the model than their record "
+                    f"({guard.CHOICES})" if lost else ""))
         else:
             note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}")
         defaulted = []
@@ -183,7 +191,7 @@ class BuildPlan:
                                        measured_by=(database.provenance.get("measured_by", "device")
                                                     if database else None),
                                        kernels_total=len(self.kernels), kernels_tuned=len(tuned),
-                                       kernels_default=len(defaulted)),
+                                       kernels_default=len(defaulted), default_over_record=lost),
             build_seconds=round(time.time() - self.started, 2),
             quantization=self.agreement.as_dict() if self.agreement else None,
         )
@@ -234,6 +242,8 @@ def compile_model(options: CompileOptions) -> CompileResult:
                                                                                quiet=True),
                               tracker=options.tracker)
         say(tuning.describe(summary))
+        if preset.is_host and not options.tracker and summary.trials_now > summary.trials_before:
+            _judge_records(plan, tune_database)
     database = tuning_db.select(key, options.database, options.allow_emulated_logs, options.allow_stale_database,
                                 fingerprint)
     library = plan.build(database, database.load() if database is not None else None, out_dir)
@@ -250,6 +260,23 @@ def compile_model(options: CompileOptions) -> CompileResult:
             status = "ok" if c.passed(tolerance) else f"FAILED (tolerance {tolerance:g})"
             print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
     return result
+
+
+def _judge_records(plan: BuildPlan, database) -> None:
+    """After a tune on this machine: each kernel's record against its default schedule, in the model; the
+    losers keep their default schedule in every build of this database (compiler/tuning/guard.py)."""
+    import tempfile
+
+    import numpy as np
+
+    records = database.load()
+    kernels = pipeline.scheduled_kernel_names(pipeline.apply_database(plan.mod, plan.preset.tvm_target(), records))
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(-1, 1, spec.shape).astype(spec.dtype) for spec in plan.model.inputs]
+    build = lambda with_records, out: plan.build(database, records if with_records else None, out, quiet=True,
+                                                 verdicts=False)
+    with tempfile.TemporaryDirectory(prefix="dcac-guard-") as work, database.writing(wait=True):
+        guard.guard_run(database, plan.model.sha256, build, kernels, inputs, Path(work), describe_device(None))
 
 
 def _check_no_board(options: CompileOptions, preset) -> None:

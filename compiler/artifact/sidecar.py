@@ -10,7 +10,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from compiler import atomic
 from compiler.artifact.runtime import SIDECAR_SCHEMA, sha256_file
@@ -29,6 +29,8 @@ class TuningInfo:
     # how the database ranked schedules: "device" (timed on a board or this machine) or "cycle-estimate" (tuned
     # with no board, against the model of compiler/tuning/estimate_runner.py); None without a database
     measured_by: Optional[str] = None
+    # kernels whose record lost to their default schedule in the model (compiler/tuning/guard.py): {kernel: why}
+    default_over_record: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

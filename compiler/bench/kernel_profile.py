@@ -13,31 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def tvm_kernel_times(library: Path, image, runs: int) -> dict:
-    """{kernel name: [calls, total ms]} over `runs` inferences of a built library (host only)."""
-    import tvm
-    from tvm.runtime import vm as tvm_vm
-
-    machine = tvm_vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
-    totals = collections.defaultdict(lambda: [0, 0.0])
-    started = {}
-
-    def instrument(func, name, before_run, ret_value, *args):
-        if before_run:
-            started[name] = time.perf_counter()
-        else:
-            entry = totals[name]
-            entry[0] += 1
-            entry[1] += (time.perf_counter() - started.pop(name)) * 1e3
-        return 0  # 0: keep instrumenting (VMInstrumentReturnKind.NO_OP)
-
-    machine.set_input("main", tvm.runtime.tensor(image))
-    machine.invoke_stateful("main")  # warm-up, uninstrumented
-    machine.set_instrument(instrument)
-    for _ in range(runs):
-        machine.invoke_stateful("main")
-    return dict(totals)
+from compiler.device.kernel_times import tvm_kernel_times
 
 
 def onnxruntime_op_times(onnx_path: Path, image, threads: int, runs: int) -> dict:

@@ -182,6 +182,16 @@ def apply_database(mod, target, database, dump_dir: Optional[str] = None):
     return mod
 
 
+def unschedule(mod, tunable, names) -> object:
+    """`mod` with the kernels `names` back as they were in the tunable module (no schedule yet), so that the
+    default schedules take them: a record that lost to its default schedule (compiler/tuning/guard.py)."""
+    mod = mod.clone()
+    for gvar in list(mod.functions):
+        if gvar.name_hint in names:
+            mod[gvar] = tunable[gvar.name_hint]
+    return mod
+
+
 def apply_default_schedules(mod, target, dump_dir: Optional[str] = None):
     """Phase 2a: every kernel still without a schedule (no database, or none of its records matched) gets the
     deterministic default schedule for `target` (schedules/defaults.py). Returns (module, kernels scheduled here,

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from compiler.device import farm
-from compiler.tuning import database as tuning_db
+from compiler.tuning import database as tuning_db, guard
 from compiler.tuning.tune import failure_kind, trials_per_iter
 from conftest import ROOT
 
@@ -90,8 +90,14 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     assert budget <= len(after) < budget + trials_per_iter(budget - len(before), 4)
     assert "dropped 1 incomplete line" in result.stderr
     assert f"tuned {len(after) - len(before)} trials this run ({len(after)} of {budget} in the database" in result.stderr
-    sidecar = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())
-    assert sidecar["tuning"]["kernels_tuned"] == sidecar["tuning"]["kernels_total"] > 0
+    # Each record was judged against its default schedule in the model; the losers keep the default schedule
+    choices = json.loads((database / guard.CHOICES).read_text())
+    assert choices["trials"] == len(after) and len(choices["kernels"]) == TINY_CNN_TASKS - 1  # (one is a reshape)
+    lost = {name for name, verdict in choices["kernels"].items() if verdict["choice"] == "default"}
+    sidecar = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())["tuning"]
+    assert set(sidecar["default_over_record"]) == lost
+    assert sidecar["kernels_tuned"] + len(lost) == sidecar["kernels_total"] > 0
+    assert f"{len(choices['kernels']) - len(lost)} of {len(choices['kernels'])} records kept" in result.stderr
     runs = json.loads((database / "provenance.json").read_text())["runs"]  # one entry per run, none overwritten
     assert [run["ended"] == "interrupted" for run in runs] == [True, False]
     assert runs[0]["trials_before"] == 0 and runs[1]["trials_before"] == len(before)
@@ -107,9 +113,17 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     # The first point has no estimate yet (a few trials of tiny_cnn need not beat the default schedules).
     assert checkpoints[0]["estimated_ms"] is None and checkpoints[-1]["estimated_ms"] > 0
     assert "End-to-end checkpoints" in (database / "report.md").read_text()
-    # Budget already spent: a third run measures nothing.
+    # Budget already spent: a third run measures nothing, and builds with the verdicts as they stand (here: one
+    # record lost, the others won), giving the loser its default schedule and saying so.
+    loser = sorted(choices["kernels"])[0]
+    for name, verdict in choices["kernels"].items():
+        verdict.update(choice="default" if name == loser else "record", why="set by the test")
+    (database / guard.CHOICES).write_text(json.dumps(choices))
     again = subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
     assert "nothing to do" in again.stderr and len(records(database)) == len(after)
+    assert "1 keep their default schedule, faster in the model than their record" in again.stderr
+    tuning = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())["tuning"]
+    assert tuning["default_over_record"] == {loser: "set by the test"} and tuning["kernels_default"] >= 1
 
 
 @pytest.mark.slow
