@@ -164,7 +164,7 @@ class BuildPlan:
                                 f"for another model ({made_for}); give this model's database, or tune one with --tune")
             note(f"      tuning database {database.path} (CPU {database.describe_cpu()}): "
                  f"{len(tuned)} of {len(self.kernels)} kernels tuned"
-                 + (f"; {len(lost)} keep their default schedule, faster in the model than their record "
+                 + (f"; {len(lost)} keep their default schedule, cheaper in the model than their record "
                     f"({guard.CHOICES})" if lost else ""))
         else:
             note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}")
@@ -242,8 +242,8 @@ def compile_model(options: CompileOptions) -> CompileResult:
                                                                                quiet=True),
                               tracker=options.tracker)
         say(tuning.describe(summary))
-        if preset.is_host and not options.tracker and summary.trials_now > summary.trials_before:
-            _judge_records(plan, tune_database)
+        if (board_less or (preset.is_host and not options.tracker)) and guard.due(tune_database):
+            _judge_records(plan, tune_database, board_less)
     database = tuning_db.select(key, options.database, options.allow_emulated_logs, options.allow_stale_database,
                                 fingerprint)
     library = plan.build(database, database.load() if database is not None else None, out_dir)
@@ -262,9 +262,10 @@ def compile_model(options: CompileOptions) -> CompileResult:
     return result
 
 
-def _judge_records(plan: BuildPlan, database) -> None:
-    """After a tune on this machine: each kernel's record against its default schedule, in the model; the
-    losers keep their default schedule in every build of this database (compiler/tuning/guard.py)."""
+def _judge_records(plan: BuildPlan, database, board_less: bool) -> None:
+    """After a tune on this machine or with no board: each kernel's record against its default schedule, in
+    the model (time here, or the cycle estimate); the losers keep their default schedule in every build of this
+    database (compiler/tuning/guard.py)."""
     import tempfile
 
     import numpy as np
@@ -276,7 +277,11 @@ def _judge_records(plan: BuildPlan, database) -> None:
     build = lambda with_records, out: plan.build(database, records if with_records else None, out, quiet=True,
                                                  verdicts=False)
     with tempfile.TemporaryDirectory(prefix="dcac-guard-") as work, database.writing(wait=True):
-        guard.guard_run(database, plan.model.sha256, build, kernels, inputs, Path(work), describe_device(None))
+        if board_less:
+            measure, device = guard.cycle_estimate(str(plan.preset.target.get("mcpu"))), database.provenance["device"]
+        else:
+            measure, device = guard.host_time(), describe_device(None)
+        guard.guard_run(database, plan.model.sha256, build, kernels, inputs, Path(work), device, measure)
 
 
 def _check_no_board(options: CompileOptions, preset) -> None:

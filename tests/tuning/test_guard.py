@@ -23,12 +23,12 @@ def test_a_record_slower_than_its_default_schedule_in_the_model_loses():
                      "flaky": [0.5, 1.5, 1.5]},
              DEFAULTS: {"faster": [1.0, 1.0, 1.0], "slower": [1.0, 1.0, 1.0], "noise": [1.0, 1.0, 1.0],
                         "flaky": [1.0, 1.0, 1.0], "not_judged": [1.0, 1.0, 1.0]}}
-    verdicts = guard.judge(TUNED, DEFAULTS, [], ["faster", "slower", "noise", "flaky", "absent"],
-                           measure=fake_measure(times), rounds=3, runs=1, pause=0)
+    measure = guard.Measure(fake_measure(times), "ms per inference", rounds=3, runs=1, pause=0, method="replayed")
+    verdicts = guard.judge(TUNED, DEFAULTS, [], ["faster", "slower", "noise", "flaky", "absent"], measure)
     assert {name: v["choice"] for name, v in verdicts.items()} == {
         "faster": "record", "slower": "default", "noise": "default", "flaky": "default"}
-    assert verdicts["slower"]["why"].startswith("record 2.00x its default schedule in the model, faster in 0 of 3")
-    assert verdicts["faster"]["record_ms"] == 0.5 and verdicts["faster"]["default_ms"] == 1.0
+    assert verdicts["slower"]["why"].startswith("record 2.00x its default schedule in the model, cheaper in 0 of 3")
+    assert verdicts["faster"]["with_record"] == 0.5 and verdicts["faster"]["with_default"] == 1.0
 
 
 def test_verdicts_apply_only_to_the_model_they_judged(tmp_path):

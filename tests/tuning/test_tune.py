@@ -121,7 +121,7 @@ def test_host_tuning_resumes_after_a_kill(tiny_cnn_onnx, tmp_path):
     (database / guard.CHOICES).write_text(json.dumps(choices))
     again = subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
     assert "nothing to do" in again.stderr and len(records(database)) == len(after)
-    assert "1 keep their default schedule, faster in the model than their record" in again.stderr
+    assert "1 keep their default schedule, cheaper in the model than their record" in again.stderr
     tuning = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())["tuning"]
     assert tuning["default_over_record"] == {loser: "set by the test"} and tuning["kernels_default"] >= 1
 
@@ -172,6 +172,10 @@ def test_tuning_with_no_board_ranks_by_the_cycle_estimate_and_says_so(tiny_cnn_o
     assert provenance["device"]["board"] is None and provenance["device"]["clock_ghz"] == 1.8
     assert provenance["device"].get("emulated") is not True
     assert "no board" in (database / "report.md").read_text()
+    # each record judged against its default schedule by the per-kernel estimate, in the model
+    choices = json.loads((database / guard.CHOICES).read_text())
+    assert choices["unit"] == "estimated cycles per inference" and choices["trials"] == len(lines)
+    assert choices["kernels"] and all(v["with_record"] > 0 and v["with_default"] > 0 for v in choices["kernels"].values())
     sidecar = json.loads((tmp_path / "db-out" / "tiny_cnn.json").read_text())
     assert sidecar["tuning"]["measured_by"] == "cycle-estimate" and sidecar["tuning"]["kernels_tuned"] > 0
     # the two kinds never share a database: a board's run into this one is refused, before any work
