@@ -36,13 +36,20 @@ def estimate(engine: str, model, mcpu: str) -> dict:
             "insns": est["insns"], "misses": est["misses"], "version": result["guest"]["version"]}
 
 
+def _judged(database: dict) -> str:
+    lost = database.get("kernels_default_over_record") or []
+    return (f"; {len(lost)} kernels keep their default schedule, their record not cheaper in the model "
+            "(kernel_choices.json)") if lost else ""
+
+
 def render(report: dict) -> str:
     e, r = report["engines"], report["ratios"]
     lines = [f"**Tuned with no board, {report['model']} on {report['target']} ({report['mcpu']}).** Estimated cycles per "
              "inference, one thread, in the emulated Pi (a model: llvm-mca's scheduling model of the core plus simulated "
              "misses at published latencies; not a latency of any board). "
              f"Command: `{report['command']}` on {report['machine']['cpu_model']} ({report['machine']['llvm_cpu']}), "
-             f"commit {report['commit']}. Database: `{report['database']['path']}`, {report['database']['trials']} trials.",
+             f"commit {report['commit']}. Database: `{report['database']['path']}`, {report['database']['trials']} trials"
+             f"{_judged(report['database'])}.",
              "", "| build | estimated cycles | of which memory | instructions |", "| --- | ---: | ---: | ---: |"]
     for label, row in e.items():
         lines.append(f"| {label} | {row['cycles'] / 1e6:,.1f} M | {100 * row['memory_cycles'] / row['cycles']:.0f}% | "
@@ -58,7 +65,7 @@ def render(report: dict) -> str:
 
 def main() -> int:
     from compiler.driver import CompileOptions, compile_model
-    from compiler.tuning import database as tuning_db
+    from compiler.tuning import database as tuning_db, guard
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="rpi4")
@@ -97,13 +104,15 @@ def main() -> int:
               "commit": source_commit(), "engines": engines, "ratios": ratios, "verify_rel_error": rel_error,
               "verified": tuned.verified, "ships": ships, "verdict": verdict,
               "database": {"path": paths.shown(database.path), "trials": database.record_count(),
-                           "note": provenance.get("note"), "runs": len(provenance.get("runs") or [])},
+                           "note": provenance.get("note"), "runs": len(provenance.get("runs") or []),
+                           "kernels_default_over_record": sorted(tuned.sidecar["tuning"]["default_over_record"])},
               "estimate_model": {"llvm_mca_cpu": preset.target.get("mcpu")}}
     with database.writing():
         database.write_provenance({**database.provenance, "check": {
             "verdict": verdict, "ships": ships, "no_board_vs_default": ratios["no_board_vs_default"],
             "no_board_vs_onnxruntime": ratios["no_board_vs_ort"], "verify_rel_error": rel_error,
-            "trials": database.record_count(), "results": args.json, "command": command,
+            "trials": database.record_count(), "kernel_choices_trials": guard.read(database.path).get("trials"),
+            "results": args.json, "command": command,
             "commit": report["commit"]}})
     publish(report, args.json, render=render)
     return 0

@@ -3,6 +3,7 @@
     from compiler.driver import CompileOptions, compile_model
     result = compile_model(CompileOptions(target="rpi4", verify=True))
 """
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -238,8 +239,8 @@ def compile_model(options: CompileOptions) -> CompileResult:
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
         summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
-                              build_checkpoint=lambda records, out: plan.build(tune_database, records, out,
-                                                                               quiet=True),
+                              build_checkpoint=lambda records, out: _checkpoint_build(
+                                  plan, tune_database, records, out, judged=preset.is_host and not options.tracker),
                               tracker=options.tracker)
         say(tuning.describe(summary))
         if (board_less or (preset.is_host and not options.tracker)) and guard.due(tune_database):
@@ -262,7 +263,15 @@ def compile_model(options: CompileOptions) -> CompileResult:
     return result
 
 
-def _judge_records(plan: BuildPlan, database, board_less: bool) -> None:
+def _checkpoint_build(plan: BuildPlan, database, records, out: Path, judged: bool) -> Path:
+    """A checkpoint's library: the records so far, judged first against their default schedules (on this machine),
+    so that the curve of a run stays at or below the default schedules' latency, up to noise."""
+    if judged and guard.due(database):
+        _judge_records(plan, database, board_less=False, records=records, locked=True)
+    return plan.build(database, records, out, quiet=True)
+
+
+def _judge_records(plan: BuildPlan, database, board_less: bool, records=None, locked: bool = False) -> None:
     """After a tune on this machine or with no board: each kernel's record against its default schedule, in
     the model (time here, or the cycle estimate); the losers keep their default schedule in every build of this
     database (compiler/tuning/guard.py)."""
@@ -270,13 +279,15 @@ def _judge_records(plan: BuildPlan, database, board_less: bool) -> None:
 
     import numpy as np
 
-    records = database.load()
+    records = records if records is not None else database.load()
     kernels = pipeline.scheduled_kernel_names(pipeline.apply_database(plan.mod, plan.preset.tvm_target(), records))
     rng = np.random.default_rng(0)
     inputs = [rng.uniform(-1, 1, spec.shape).astype(spec.dtype) for spec in plan.model.inputs]
     build = lambda with_records, out: plan.build(database, records if with_records else None, out, quiet=True,
                                                  verdicts=False)
-    with tempfile.TemporaryDirectory(prefix="dcac-guard-") as work, database.writing(wait=True):
+    # a checkpoint runs inside the tuning run, which holds the database's write lock already
+    with tempfile.TemporaryDirectory(prefix="dcac-guard-") as work, \
+            (contextlib.nullcontext() if locked else database.writing(wait=True)):
         if board_less:
             measure, device = guard.cycle_estimate(str(plan.preset.target.get("mcpu"))), database.provenance["device"]
         else:

@@ -26,7 +26,7 @@ from compiler.device.session import host_description
 from compiler.errors import UserError
 from compiler.output import say, warn
 from compiler.passes.pipeline import fingerprint as pipeline_fingerprint
-from compiler.tuning import lock
+from compiler.tuning import guard, lock
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -398,9 +398,10 @@ def _board_less(key: DatabaseKey, fingerprint: dict, allow_stale: bool) -> Optio
     if not database.exists():
         return None
     check, records = database.provenance.get("check") or {}, database.record_count()
-    if check.get("trials") != records:
+    judged = guard.read(database.path).get("trials")  # the verdicts of compiler/tuning/guard.py change the build too
+    if check.get("trials") != records or check.get("kernel_choices_trials") != judged:
         say(f"      not applying {paths.shown(database.path)} (tuned with no board): no check covers its {records} "
-            f"records yet; run bench/no_board.py --target {key.preset.name}")
+            f"records {'and their verdicts ' if judged else ''}yet; run bench/no_board.py --target {key.preset.name}")
         return None
     if not check.get("ships"):
         say(f"      not applying {paths.shown(database.path)} (tuned with no board): its check found "

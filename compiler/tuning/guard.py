@@ -16,6 +16,7 @@ the kernels judged stand).
 from __future__ import annotations
 
 import datetime
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Dict
 
 from compiler import atomic
+from compiler.errors import UserError
 from compiler.output import say
 
 CHOICES = "kernel_choices.json"
@@ -44,10 +46,12 @@ class Measure:
 
 def read(folder: Path) -> dict:
     """The database's verdicts ({} when none was judged)."""
-    from compiler.tuning.database import read_json
-
     path = Path(folder) / CHOICES
-    return read_json(path) if path.is_file() else {}
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}): delete it, and run the tuning command again to judge "
+                        "the records anew") from None
 
 
 def kept_default(folder: Path, model_sha256: str) -> Dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from compiler.passes import pipeline
 from compiler import targets
-from compiler.tuning import database as tuning_db
+from compiler.tuning import database as tuning_db, guard
 from compiler.errors import UserError
 from conftest import ROOT
 
@@ -150,6 +150,14 @@ def test_a_board_less_database_its_check_found_not_paying_is_kept_but_not_applie
     capsys.readouterr()
     assert tuning_db.select(key, None) is None
     assert "no check covers its 2 records yet; run bench/no_board.py --target host" in capsys.readouterr().err
+    # checked again, then judged (guard.py): the verdicts change the build, so the check must cover them too
+    board_less.write_provenance({**board_less.provenance, "check": {"ships": True, "no_board_vs_default": 0.8,
+                                                                    "trials": 2}})
+    assert tuning_db.select(key, None).path == board_less.path
+    (board_less.path / guard.CHOICES).write_text('{"trials": 2, "kernels": {}}')
+    capsys.readouterr()
+    assert tuning_db.select(key, None) is None
+    assert "no check covers its 2 records and their verdicts yet" in capsys.readouterr().err
 
 
 def test_tuning_on_boards_starts_from_the_board_less_database(logs):
@@ -206,6 +214,7 @@ def test_shipped_databases_carry_their_cpu_and_pipeline():
             # (a database committed mid-run, tuned past its check, is not applied until checked again)
             check = provenance["check"]
             assert check["ships"] == (check["no_board_vs_default"] <= 0.85) and check["trials"] <= database.record_count()
+            assert check.get("kernel_choices_trials") in (None, guard.read(folder).get("trials"))
             assert (ROOT / check["results"]).is_file()
         else:
             assert provenance["device"]["cpu_model"]
