@@ -149,12 +149,13 @@ class BuildPlan:
         mod, tuned, lost = self.mod, [], {}
         if records is not None:
             mod = pipeline.apply_database(mod, target, records, dump)
+            applied = pipeline.scheduled_kernel_names(mod)
             lost = guard.kept_default(database.path, self.model.sha256) if verdicts else {}
-            lost = {name: why for name, why in lost.items() if name in pipeline.scheduled_kernel_names(mod)}
+            lost = {name: why for name, why in lost.items() if name in applied}
             if lost:
                 mod = pipeline.unschedule(mod, self.mod, lost)
             tuned = pipeline.scheduled_kernel_names(mod)
-            if options.database and self.kernels and not tuned and not quiet:
+            if options.database and self.kernels and not applied and not quiet:
                 made_for = database.provenance.get("model_sha256", "unknown")[:12]
                 if made_for == self.model.sha256[:12]:
                     raise UserError(f"--database {options.database} holds no successful measurement of {self.model.name} "
