@@ -239,12 +239,13 @@ def compile_model(options: CompileOptions) -> CompileResult:
         tune_database = tuning_db.for_build(key, options.database, board_less)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
+        timed_here = preset.is_host and not options.tracker  # its records can be judged by time on this machine
         summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
                               build_checkpoint=lambda records, out: _checkpoint_build(
-                                  plan, tune_database, records, out, judged=preset.is_host and not options.tracker),
+                                  plan, tune_database, records, out, judged=timed_here),
                               tracker=options.tracker)
         say(tuning.describe(summary))
-        if (board_less or (preset.is_host and not options.tracker)) and guard.due(tune_database):
+        if (board_less or timed_here) and guard.due(tune_database):
             _judge_records(plan, tune_database, board_less)
     database = tuning_db.select(key, options.database, options.allow_emulated_logs, options.allow_stale_database,
                                 fingerprint)

@@ -127,11 +127,15 @@ def make_runner(preset, timeout_per_candidate: float):
 
 
 def describe(preset) -> dict:
-    """The `device` of a board-less database's provenance: what stood in for the board."""
+    """The `device` of a board-less database's provenance: what stood in for the board, and the machine that ran
+    the estimate (the estimate does not depend on it: qemu and llvm-mca model the preset's core)."""
     from compiler.device import cores, cycle_estimate
+    from compiler.device.session import host_description
 
     core = cores.lookup(str(preset.target.get("mcpu")))
+    host = host_description()
     return {"board": None, "measured_by": MEASURED_BY, "core": core.name, "qemu_cpu": core.qemu_cpu,
             "mca_cpu": core.mca_cpu, "mca_model": core.mca_model, "llvm": cycle_estimate.llvm_version(),
-            "clock_ghz": clock_ghz(preset), "threads": 1, "note": label(preset)}
+            "clock_ghz": clock_ghz(preset), "threads": 1, "note": label(preset),
+            "estimated_on": {"cpu_model": host["cpu_model"], "llvm_cpu": host["llvm_cpu"]}}
 

@@ -66,16 +66,20 @@ def kept_default(folder: Path, model_sha256: str) -> Dict[str, str]:
 PREPACKED = "_prepacked"  # TVM's SplitLayoutRewritePreproc names a prepacked kernel's compute part so
 
 
+def by_kernel(costs) -> Dict[str, float]:
+    """(name in the library, cost) pairs summed per kernel name of the tunable module."""
+    totals: Dict[str, float] = {}
+    for name, cost in costs:
+        kernel = name[:-len(PREPACKED)] if name.endswith(PREPACKED) else name
+        totals[kernel] = totals.get(kernel, 0.0) + cost
+    return totals
+
+
 def per_kernel_ms(library: Path, inputs: list, runs: int) -> Dict[str, float]:
-    """Milliseconds per inference of each kernel of a host library (by its name in the tunable module), from
-    one block of `runs` inferences."""
+    """Milliseconds per inference of each kernel of a host library, from one block of `runs` inferences."""
     from compiler.device.kernel_times import tvm_kernel_times
 
-    times: Dict[str, float] = {}
-    for name, (_, ms) in tvm_kernel_times(library, inputs, runs).items():
-        kernel = name[:-len(PREPACKED)] if name.endswith(PREPACKED) else name
-        times[kernel] = times.get(kernel, 0.0) + ms / runs
-    return times
+    return by_kernel((name, ms / runs) for name, (_, ms) in tvm_kernel_times(library, inputs, runs).items())
 
 
 def host_time() -> Measure:
@@ -89,12 +93,8 @@ def cycle_estimate(mcpu: str) -> Measure:
     def cost(library, inputs, runs):
         from compiler.device import cycle_estimate as estimate
 
-        kernels = estimate.measure("tvm", library, mcpu, per_kernel=True, n=runs)["kernels"]
-        totals: Dict[str, float] = {}
-        for row in kernels:
-            name = row["name"][:-len(PREPACKED)] if row["name"].endswith(PREPACKED) else row["name"]
-            totals[name] = totals.get(name, 0.0) + row["cycles"]
-        return totals
+        rows = estimate.measure("tvm", library, mcpu, per_kernel=True, n=runs)["kernels"]
+        return by_kernel((row["name"], row["cycles"]) for row in rows)
     return Measure(cost, "estimated cycles per inference", 1, 1, 0.0,
                    f"both libraries' per-kernel cycle estimate on {mcpu} (one thread, emulated Pi; a model, no board)")
 

@@ -173,6 +173,7 @@ def test_tuning_with_no_board_ranks_by_the_cycle_estimate_and_says_so(tiny_cnn_o
     assert provenance["measured_by"] == "cycle-estimate"
     assert provenance["note"] == "tuned against the cycle estimate for cortex-a72, no board"
     assert provenance["device"]["board"] is None and provenance["device"]["clock_ghz"] == 1.8
+    assert provenance["runs"][-1]["device"]["estimated_on"]["llvm_cpu"]  # the machine that ran the estimate
     assert provenance["device"].get("emulated") is not True
     assert "no board" in (database / "report.md").read_text()
     # each record judged against its default schedule by the per-kernel estimate, in the model
