@@ -78,6 +78,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--budget-policy", choices=["on", "off"], default="on",
                         help="with --tune: stop tasks whose best has flattened and kernels with no schedule space "
                              "(on, default), or leave every choice to MetaSchedule's gradient scheduler (off)")
+    parser.add_argument("--judge-records", choices=["on", "off"], default="on",
+                        help="with --tune, on this machine or --no-board: at the end (and at checkpoints) keep each "
+                             "kernel's record only where it beats the kernel's default schedule in the model (on, "
+                             "default), or let every record replace its default schedule, as MetaSchedule does (off)")
     parser.add_argument("--servers", type=int, default=2, help="emulated servers when tuning without --tracker")
     parser.add_argument("--session-timeout", type=float, default=120.0,
                         help="seconds one candidate may take on a device (upload, load, measure)")
@@ -121,7 +125,7 @@ def run(args) -> int:
                          search_population=args.search_population,
                          checkpoint_every=args.checkpoint_every, wait_for_database=args.wait_for_database,
                          budget_policy=BudgetPolicy() if args.budget_policy == "on" else None,
-                         no_board=args.no_board)
+                         no_board=args.no_board, judge_records=args.judge_records == "on")
         if args.tune else None, tracker=args.tracker,
         tolerance=args.tolerance, dump_ir=args.dump_ir, quantize=args.quantize, calibration=args.calibration)
     if args.explain:

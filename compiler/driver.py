@@ -61,6 +61,7 @@ class CompileResult:
     sidecar: dict
     comparisons: List = field(default_factory=list)
     verified: Optional[bool] = None
+    quality: Optional[object] = None  # a model quantized here: compiler.device.quality.Quality, when verified
 
 
 def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
@@ -86,14 +87,15 @@ def prepare_onnx(options: CompileOptions) -> onnx_model.OnnxModel:
     return onnx_model.load(path, options.input_shapes)
 
 
-def prepare_model(options: CompileOptions, preset) -> Tuple[onnx_model.OnnxModel, Optional[quantize.Agreement]]:
+def prepare_model(options: CompileOptions, preset) -> Tuple[onnx_model.OnnxModel, Optional[quantize.Agreement], Path]:
     """The model to build: prepare_onnx's, or with `--quantize int8` its QDQ model (build/int8-<type>/
-    <name>-int8.onnx, so that its artifact and databases are named <name>-int8) and its agreement."""
+    <name>-int8.onnx, so that its artifact and databases are named <name>-int8) and its agreement; and the float
+    model it came from."""
     model = prepare_onnx(options)
     if options.quantize is None:
         if options.calibration:
             raise UserError("--calibration calibrates --quantize int8: add --quantize int8 or drop --calibration")
-        return model, None
+        return model, None, model.path
     if options.quantize not in quantize.SCHEMES:
         raise UserError(f"--quantize {options.quantize} is not a scheme this compiler has: use {', '.join(quantize.SCHEMES)}")
     if onnx_model.is_quantized(model.proto):
@@ -105,7 +107,7 @@ def prepare_model(options: CompileOptions, preset) -> Tuple[onnx_model.OnnxModel
         f"ONNX Runtime's quantizer")
     agreement = quantize.quantize(model, path, activation, options.calibration)
     say(f"      {agreement.describe()}")
-    return onnx_model.load(path, {spec.name: spec.shape for spec in model.inputs}), agreement
+    return onnx_model.load(path, {spec.name: spec.shape for spec in model.inputs}), agreement, model.path
 
 
 def _is_onnx_path(model: str) -> bool:
@@ -211,7 +213,7 @@ def compile_model(options: CompileOptions) -> CompileResult:
         host, port = parse_tracker(options.tracker)
         if options.verify and options.tune is None:
             check_key(host, port, preset.rpc_key)
-    model, agreement = prepare_model(options, preset)
+    model, agreement, float_path = prepare_model(options, preset)
     tolerance = options.tolerance if options.tolerance is not None else (
         QUANTIZED_TOLERANCE if onnx_model.is_quantized(model.proto) else FLOAT_TOLERANCE)
     out_dir = Path(options.out or paths.artifact_dir(model.name, preset.name))
@@ -239,13 +241,13 @@ def compile_model(options: CompileOptions) -> CompileResult:
         tune_database = tuning_db.for_build(key, options.database, board_less)
         say(f"      tuning {model.name} for {preset.name} (CPU {tuning_db.cpu_of(preset)}): budget "
             f"{options.tune.trials} trials, database {tune_database.path}")
-        timed_here = preset.is_host and not options.tracker  # its records can be judged by time on this machine
+        judged_here = options.tune.judge_records and preset.is_host and not options.tracker  # judged by time here
         summary = tuning.tune(mod, preset, tune_database, options.tune, model.sha256, fingerprint,
                               build_checkpoint=lambda records, out: _checkpoint_build(
-                                  plan, tune_database, records, out, judged=timed_here),
+                                  plan, tune_database, records, out, judged=judged_here),
                               tracker=options.tracker)
         say(tuning.describe(summary))
-        if (board_less or timed_here) and guard.due(tune_database):
+        if (judged_here or (board_less and options.tune.judge_records)) and guard.due(tune_database):
             _judge_records(plan, tune_database, board_less)
     database = tuning_db.select(key, options.database, options.allow_emulated_logs, options.allow_stale_database,
                                 fingerprint)
@@ -254,15 +256,32 @@ def compile_model(options: CompileOptions) -> CompileResult:
     result = CompileResult(library=library, sidecar=read_sidecar(str(library)))
     say(f"wrote {library} and {library.with_suffix('.json').name} ({time.time() - started:.1f} s)")
     if options.verify:
-        device = "the host" if preset.is_host and not options.tracker else (
-            f"'{preset.rpc_key}' from tracker {options.tracker}" if options.tracker else "the emulated Raspberry Pi")
-        say(f"verifying on {device} against ONNX Runtime")
-        result.comparisons = verify.verify(library, model, preset, options.tracker)
-        result.verified = all(c.passed(tolerance) for c in result.comparisons)
-        for c in result.comparisons:
-            status = "ok" if c.passed(tolerance) else f"FAILED (tolerance {tolerance:g})"
-            print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
+        _verify(result, plan, float_path, tolerance)
     return result
+
+
+def _verify(result: CompileResult, plan: "BuildPlan", float_path: Path, tolerance: float) -> None:
+    """The library on its device against ONNX Runtime's run of the same model. A model quantized here with int8
+    activations is judged by its quality against the float model beside ONNX Runtime int8's (their int8 roundings
+    differ, compiler/device/quality.py); with uint8 activations ONNX Runtime runs it in integer kernels throughout,
+    and the outputs must match them within `tolerance`, as for any other model."""
+    preset, options, library = plan.preset, plan.options, result.library
+    device = "the host" if preset.is_host and not options.tracker else (
+        f"'{preset.rpc_key}' from tracker {options.tracker}" if options.tracker else "the emulated Raspberry Pi")
+    say(f"verifying on {device} against ONNX Runtime")
+    result.comparisons = verify.verify(library, plan.model, preset, options.tracker)
+    judged_by_quality = plan.agreement is not None and plan.agreement.activation_type == "int8"
+    for c in result.comparisons:
+        status = ("(ONNX Runtime's int8 rounding; int8 activations are judged against float, below)" if judged_by_quality
+                  else "ok" if c.passed(tolerance) else f"FAILED (tolerance {tolerance:g})")
+        print(f"verify {c.name}: max abs error {c.max_abs_error:.3g}, relative error {c.rel_error:.3g} {status}")
+    result.verified = all(c.passed(tolerance) for c in result.comparisons)
+    if plan.agreement is not None:
+        from compiler.device import quality
+
+        result.quality = quality.measure(library, float_path, plan.model, preset, options.tracker, options.calibration)
+        print(f"verify {result.quality.describe()}")
+        result.verified = result.quality.passed() if judged_by_quality else result.verified
 
 
 def _checkpoint_build(plan: BuildPlan, database, records, out: Path, judged: bool) -> Path:

@@ -80,25 +80,47 @@ def matches(value: str, numbers: set) -> bool:
     return any(abs(n - target) <= tolerance or abs(1e3 * n - target) <= tolerance for n in numbers)
 
 
-def records_provenance(stem: str) -> list:
-    """What the cited file's JSON lacks of command and machine ([] when it has both, or has no JSON)."""
+def _results_json(stem: str) -> dict:
     path = RESULTS / f"{stem}.json"
-    if not path.is_file():
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_commit(stem: str) -> str:
+    """The commit a results file records (at its top level or in its machine), '' when none."""
+    data = _results_json(stem)
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    return str(data.get("commit") or machine.get("commit") or "")
+
+
+def records_provenance(stem: str) -> list:
+    """What the cited file's JSON lacks of command, machine and commit ([] when it has all, or has no JSON)."""
+    if not (RESULTS / f"{stem}.json").is_file():
         return []
-    data = json.loads(path.read_text())
-    data = data if isinstance(data, dict) else {}
+    data = _results_json(stem)
     lacking = [] if "command" in data else ["command"]
-    return lacking + ([] if "machine" in data or "device" in data else ["machine"])  # older files: "device"
+    lacking += [] if "machine" in data or "device" in data else ["machine"]  # older files: "device"
+    return lacking + ([] if recorded_commit(stem) else ["commit"])
+
+
+# "commit 1a2b3c4" in prose, or a table cell holding only a commit (a "commit" column)
+COMMIT = re.compile(r"(?:\bcommits? |\| )(?=[0-9a-f]*\d)([0-9a-f]{7,40})(?:\+changes)?(?= \||\b)")
+
+
+def unrecorded_commits(text: str, stems: list) -> list:
+    """Commits a unit names that none of its cited files records (a figure names the commit its file records)."""
+    recorded = [recorded_commit(stem).split("+")[0] for stem in stems]
+    return [sha for sha in COMMIT.findall(text)
+            if not any(r and (r.startswith(sha) or sha.startswith(r)) for r in recorded)]
 
 
 def check(path: Path) -> list:
     problems = []
     for line, text in units(path.read_text()):
-        quoted = figures(text)
-        if not quoted:
-            continue
-        stems = cited_files(text)
+        quoted, stems = figures(text), cited_files(text)
         where = f"{path.relative_to(ROOT)}:{line}"
+        if not quoted and not stems:
+            continue
         if not stems:
             problems.append(f"{where}: quotes {', '.join(v + u for v, u in quoted)} and cites no bench/results/ file")
             continue
@@ -114,6 +136,8 @@ def check(path: Path) -> list:
             lacking = records_provenance(stem)
             if lacking:
                 problems.append(f"{where}: {stem}.json does not record its {' and '.join(lacking)}")
+        for sha in unrecorded_commits(text, stems):
+            problems.append(f"{where}: names commit {sha}, which none of {', '.join(stems)} records")
     return problems
 
 
@@ -141,3 +165,34 @@ def test_the_check_can_fail(tmp_path):
     assert "9.99x is in none of host-znver4" in problems[0]
     assert "2.5x and cites no bench/results/ file" in problems[1]
     assert "no-such-file" in problems[2]
+
+
+def module_map_rows() -> list:
+    """The rows of docs/design.md's module map table."""
+    text = (ROOT / "docs" / "design.md").read_text().split("## Module map", 1)[1]
+    return [line for line in text.splitlines() if line.startswith("| `")]
+
+
+def unmapped_modules(rows: list) -> list:
+    """Modules of compiler/ and schedules/ that no row names: by their path, or by their file name in a row that
+    names their folder (`compiler/device/cycle_estimate.py`, `cores.py`). Package markers are left out."""
+    modules = sorted(p for folder in ("compiler", "schedules") for p in (ROOT / folder).rglob("*.py")
+                     if p.name != "__init__.py" and "__pycache__" not in p.parts)
+    lacking = []
+    for module in modules:
+        path = module.relative_to(ROOT).as_posix()
+        folder = path.rsplit("/", 1)[0] + "/"
+        if not any(f"`{path}`" in row or (folder in row and f"`{module.name}`" in row) for row in rows):
+            lacking.append(path)
+    return lacking
+
+
+def test_the_module_map_lists_every_module():
+    lacking = unmapped_modules(module_map_rows())
+    assert not lacking, f"docs/design.md's module map lacks {', '.join(lacking)}"
+
+
+def test_the_module_map_check_can_fail():
+    rows = module_map_rows()
+    without_guard = [row for row in rows if "compiler/tuning/guard.py" not in row]
+    assert unmapped_modules(without_guard) == ["compiler/tuning/guard.py"]

@@ -22,6 +22,7 @@ from compiler.bench.measure import (
     publish,
     tvm_timer,
 )
+from compiler.device import quality
 from compiler.device.verify import verify
 from compiler.driver import QUANTIZED_TOLERANCE, CompileOptions, compile_model
 from compiler.errors import UserError
@@ -52,7 +53,7 @@ def run(preset, args) -> dict:
         say(f"[{index}/{len(names)}] building {name} for {preset.name}, float and int8")
         builds[name] = build_pair(preset, name, work)
     use_threads(threads)
-    agreement = {name: onnxruntime_agreement(built, preset) for name, built in builds.items()}
+    agreement = {name: onnxruntime_agreement(name, built, preset) for name, built in builds.items()}
     timers = {}
     for name, built in builds.items():
         image = bench_image(zoo.lookup(name).input_shape)
@@ -72,10 +73,14 @@ def run(preset, args) -> dict:
                        for name, built in builds.items()}}
 
 
-def onnxruntime_agreement(built: dict, preset) -> dict:
-    """--verify's check, on the host: the int8 library against ONNX Runtime's run of its QDQ model."""
-    comparisons = verify(built["int8"].library, onnx_model.load(built["qdq"]), preset)
-    return {"relative_error": max(c.rel_error for c in comparisons), "tolerance": QUANTIZED_TOLERANCE}
+def onnxruntime_agreement(name: str, built: dict, preset) -> dict:
+    """--verify's checks, on the host: the int8 library against ONNX Runtime's run of its QDQ model, and both
+    against the float model over 128 seeded inputs (compiler/device/quality.py)."""
+    qdq = onnx_model.load(built["qdq"])
+    comparisons = verify(built["int8"].library, qdq, preset)
+    judged = quality.measure(built["int8"].library, paths.exported_onnx(name), qdq, preset)
+    return {"relative_error": max(c.rel_error for c in comparisons), "tolerance": QUANTIZED_TOLERANCE,
+            "quality": judged.as_dict()}
 
 
 def _row(built: dict, times: dict) -> dict:
@@ -97,24 +102,34 @@ def render(report: dict) -> str:
     lines = [f"int8 against float, batch 1 on {report['device']}, {report['threads']} threads, "
              f"{report['runs_per_engine']} runs per engine, interleaved ({report['command']})", "",
              "| model | " + " | ".join(f"{e} (ms)" for e in ENGINES) + " | " + " | ".join(ratio_names)
-             + " | int8 vs float (SQNR, top-1) | TVM int8 vs ONNX Runtime int8 (relative error) | TVM databases (float / int8) |",
+             + " | TVM int8 vs float (SQNR, top-1) | ONNX Runtime int8 vs float (SQNR, top-1) | quality rule"
+             " | TVM int8 vs ONNX Runtime int8 (relative error) | TVM databases (float / int8) |",
              "| --- | " + " | ".join("---:" for _ in ENGINES) + " | " + " | ".join("---:" for _ in ratio_names)
-             + " | --- | ---: | --- |"]
+             + " | --- | --- | --- | ---: | --- |"]
     for name, row in report["models"].items():
-        agreement = row["agreement"]
-        top1 = "-" if agreement["top1_agreement"] is None else f"{agreement['top1_agreement']:.0%}"
+        judged = row["onnxruntime_agreement"]["quality"]
         databases = " / ".join(_database_label(row["databases"][p]) for p in ("float", "int8"))
         lines.append(f"| {name} | " + " | ".join(f"{row['median_ms'][e]:.2f}" for e in ENGINES) + " | "
                      + " | ".join(f"{row['ratios'][r]:.2f}x" for r in ratio_names)
-                     + f" | {agreement['sqnr_db']:.1f} dB, {top1} | {row['onnxruntime_agreement']['relative_error']:.2g}"
-                     f" | {databases} |")
-    lines += ["", "Agreement: the int8 model's first output against the float model's over the quantizer's "
-              f"calibration inputs ({next(iter(report['models'].values()))['agreement']['calibration']}); the "
+                     + f" | {_quality(judged['tvm_sqnr_db'], judged['tvm_top1'])}"
+                     f" | {_quality(judged['onnxruntime_sqnr_db'], judged['onnxruntime_top1'])}"
+                     f" | {'passes' if judged['passed'] else 'fails'}"
+                     f" | {row['onnxruntime_agreement']['relative_error']:.2g} | {databases} |")
+    judged = next(iter(report["models"].values()))["onnxruntime_agreement"]["quality"]
+    lines += ["", f"Quality: each int8 model's first output against the float model's over {judged['inputs']} "
+              f"inputs ({judged['source']}), TVM's int8 library and ONNX Runtime's int8 run of the same QDQ file; "
+              f"the rule: TVM's SQNR at least ONNX Runtime's minus {judged['sqnr_margin_db']} dB and its top-1 "
+              f"agreement at least ONNX Runtime's minus {100 * judged['top1_margin']:.0f} points (docs/int8.md). The "
               "registered models carry seeded, untrained weights, so these say how much the network amplifies "
-              "quantization noise, not a trained model's accuracy. TVM int8 vs ONNX Runtime int8: `--verify`'s "
-              "check, the largest difference of the outputs on the seeded input over the largest output value "
-              f"(tolerance {QUANTIZED_TOLERANCE:g})."]
+              "quantization noise, not a trained model's accuracy. TVM int8 vs ONNX Runtime int8: the largest "
+              "difference of the outputs on the seeded input over the largest output value (uint8 activations: "
+              f"`--verify` passes within {QUANTIZED_TOLERANCE:g})."]
     return "\n".join(lines) + "\n"
+
+
+def _quality(sqnr_db, top1) -> str:
+    sqnr = "exact" if sqnr_db is None else f"{sqnr_db:.1f} dB"
+    return sqnr + ("" if top1 is None else f", {top1:.0%}")
 
 
 def _database_label(summary: dict) -> str:

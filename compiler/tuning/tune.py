@@ -64,6 +64,7 @@ class TuneOptions:
     checkpoint_libraries: Optional[str] = None  # where checkpoint libraries go (default build/checkpoints/...)
     wait_for_database: bool = False  # another run writes the database: wait for it, then resume (else exit 2)
     no_board: bool = False  # aarch64 preset: rank candidates by their cycle estimate on the core (estimate_runner.py)
+    judge_records: bool = True  # at the end and at checkpoints, each record against its default schedule (guard.py)
 
 
 @dataclass
@@ -497,4 +498,4 @@ def _run_entry(device: dict, options: TuneOptions, per_iter: int, population: in
     """One run's entry in provenance.json: the device and the search's settings."""
     return {"device": device, "budget": options.trials, "search_population": population, "trials_per_iter": per_iter,
             "budget_policy": (dataclasses.asdict(options.budget_policy) if options.budget_policy else None),
-            "checkpoint_every": options.checkpoint_every}
+            "checkpoint_every": options.checkpoint_every, "judge_records": options.judge_records}

@@ -59,7 +59,7 @@ def tuned_logs(tmp_path_factory):
     tuning run's result."""
     folder = tmp_path_factory.mktemp("models")
     env = dict(os.environ, DCAC_TUNING_LOGS=str(folder / "logs"))
-    tuned = run_cli("--model", "mobileone_s1", "--target", "host", "--tune", "--trials", "4", "--out",
+    tuned = run_cli("--model", "mobileone_s1", "--target", "host", "--tune", "--trials", "4", "--judge-records", "off", "--out",
                     folder / "tuned", env=env)
     return folder, env, tuned
 

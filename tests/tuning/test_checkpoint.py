@@ -96,12 +96,17 @@ def test_a_run_whose_seeds_spend_the_budget_still_has_its_end_point(tiny_cnn_onn
     and its checkpoint log still has the point it ended at (a curve of what the budget bought)."""
     import subprocess
 
-    from test_tune import CLEAN_ENV, records, tune_cmd
+    from test_tune import CLEAN_ENV, NO_JUDGING, records, tune_cmd
 
     database = tmp_path / "db"
-    result = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 2, "--checkpoint-every", "1"),
+    result = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 2, "--checkpoint-every", "1", *NO_JUDGING),
                             capture_output=True, text=True, env=CLEAN_ENV, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(records(database)) == 2
     checkpoints = read_log(database)["checkpoints"]
     assert [c["trials"] for c in checkpoints] == [2] and checkpoints[0]["latency_ms"] > 0
+    # --judge-records off: no verdicts were taken, at the checkpoint or the end, and the run says it was asked so
+    from compiler.tuning import guard
+
+    assert not (database / guard.CHOICES).exists()
+    assert json.loads((database / "provenance.json").read_text())["runs"][-1]["judge_records"] is False

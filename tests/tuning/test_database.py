@@ -233,7 +233,8 @@ def test_build_with_another_cpus_database_warns_and_records_both(tiny_cnn_onnx, 
     env = dict(__import__("os").environ, DCAC_TUNING_LOGS=str(env_logs))
     run = lambda *args: subprocess.run([sys.executable, str(ROOT / "compile.py"), "--model", str(tiny_cnn_onnx),  # noqa
                                         "--layout", "plain", *map(str, args)], capture_output=True, text=True, env=env)
-    tuned = run("--target", presets["haswell"], "--tune", "--trials", "12", "--out", tmp_path / "a")
+    tuned = run("--target", presets["haswell"], "--tune", "--trials", "12", "--judge-records", "off", "--out",
+                tmp_path / "a")
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     database = env_logs / "host" / "haswell" / "tiny_cnn"
     assert tuning_db.TuningDatabase(database).record_count() >= 12

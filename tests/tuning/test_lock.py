@@ -13,7 +13,7 @@ import pytest
 from compiler.errors import UserError
 from compiler.tuning import database as tuning_db, lock
 from conftest import ROOT
-from test_tune import CLEAN_ENV, records, tune_cmd
+from test_tune import CLEAN_ENV, NO_JUDGING, records, tune_cmd
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -105,18 +105,18 @@ def test_two_tuning_runs_on_one_database(tiny_cnn_onnx, tmp_path):
     """The second run refuses at once; one that waits runs after the first and resumes from its records; the
     database holds each workload once and provenance one true entry per run that tuned."""
     database = tmp_path / "db"
-    first = subprocess.Popen(tune_cmd(tiny_cnn_onnx, "host", database, 12), stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(tune_cmd(tiny_cnn_onnx, "host", database, 12, *NO_JUDGING), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
     deadline = time.time() + 120
     while lock.holder(database).get("pid") != first.pid and time.time() < deadline:
         time.sleep(0.2)
-    refused = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 12), capture_output=True, text=True,
+    refused = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 12, *NO_JUDGING), capture_output=True, text=True,
                              env=CLEAN_ENV, timeout=120)
     assert first.poll() is None, "the first run ended before the second started"
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [refused.stderr.strip().splitlines()[-1]]
     assert f"is being written by pid {first.pid}" in refused.stderr and "Traceback" not in refused.stderr
-    waited = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 20, "--wait-for-database"),
+    waited = subprocess.run(tune_cmd(tiny_cnn_onnx, "host", database, 20, "--wait-for-database", *NO_JUDGING),
                             capture_output=True, text=True, env=CLEAN_ENV, timeout=900)
     assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
     assert waited.returncode == 0, waited.stderr[-2000:]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from compiler.tuning import database as tuning_db
-from test_tune import CLEAN_ENV, TINY_CNN_TASKS, records, tune_cmd
+from test_tune import CLEAN_ENV, NO_JUDGING, TINY_CNN_TASKS, records, tune_cmd
 
 FAKE_SECONDS = 123.0  # a timing no kernel of tiny_cnn takes: if it shows up in the new database, it was copied
 
@@ -34,7 +34,7 @@ def replayed(tiny_cnn_onnx, tmp_path_factory):
     the seed's top 2 records per workload: (folder, seed bytes before, per-workload counts, replayed, result)."""
     folder = tmp_path_factory.mktemp("seeds")
     first = folder / "first"
-    result = run(tune_cmd(tiny_cnn_onnx, "host", first, 12))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", first, 12, *NO_JUDGING))
     assert result.returncode == 0, result.stderr[-2000:]
     seed = folder / "seed"
     doctored_copy(first, seed)
@@ -42,7 +42,7 @@ def replayed(tiny_cnn_onnx, tmp_path_factory):
     per_workload = collections.Counter(json.loads(line)[0] for line in records(seed))
     count = sum(min(2, n) for n in per_workload.values())  # top 2 of each workload
     result = run(tune_cmd(tiny_cnn_onnx, "host", folder / "seeded", count, "--seed-database", str(seed),
-                          "--seed-defaults", "off"))
+                          "--seed-defaults", "off", *NO_JUDGING))
     return folder, seed_bytes, per_workload, count, result
 
 
@@ -73,7 +73,7 @@ def test_a_resumed_run_does_not_replay_the_seed_again(replayed, tiny_cnn_onnx, t
     seeded = tmp_path / "seeded"
     shutil.copytree(folder / "seeded", seeded)
     result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, count + 4, "--seed-database", str(folder / "seed"),
-                          "--seed-defaults", "off"))
+                          "--seed-defaults", "off", *NO_JUDGING))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "seeded 0 of " in result.stderr and len(records(seeded)) >= count + 4
 
@@ -83,7 +83,7 @@ def test_a_run_starts_from_the_default_schedules_measured_here(tiny_cnn_onnx, tm
     """One trial per task: the budget is spent on the default schedules, each measured on this machine."""
     tasks = TINY_CNN_TASKS
     seeded = tmp_path / "seeded"
-    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, tasks))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", seeded, tasks, *NO_JUDGING))
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"seeded {tasks} of {tasks} tasks from default schedules: {tasks} schedules measured" in result.stderr, \
         result.stderr[-2000:]
@@ -97,14 +97,14 @@ def test_a_run_starts_from_the_default_schedules_measured_here(tiny_cnn_onnx, tm
 @pytest.mark.slow
 def test_a_budget_smaller_than_the_tasks_seeds_only_what_it_pays_for(tiny_cnn_onnx, tmp_path):
     capped = tmp_path / "capped"
-    result = run(tune_cmd(tiny_cnn_onnx, "host", capped, 2))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", capped, 2, *NO_JUDGING))
     assert f"seeded 2 of {TINY_CNN_TASKS} tasks from default schedules" in result.stderr and len(records(capped)) == 2
 
 
 @pytest.mark.slow
 def test_without_seed_defaults_the_budget_goes_to_random_samples(tiny_cnn_onnx, tmp_path):
     unseeded = tmp_path / "unseeded"
-    result = run(tune_cmd(tiny_cnn_onnx, "host", unseeded, 4, "--seed-defaults", "off"))
+    result = run(tune_cmd(tiny_cnn_onnx, "host", unseeded, 4, "--seed-defaults", "off", *NO_JUDGING))
     assert result.returncode == 0 and "from default schedules" not in result.stderr, result.stderr[-2000:]
     assert "seed" not in json.loads((unseeded / "provenance.json").read_text())["runs"][-1]
 

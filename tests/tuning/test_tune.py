@@ -20,6 +20,9 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
 TINY_CNN_TASKS = 6  # tuning tasks of tests/onnx_models.py's tiny_cnn
 
 
+NO_JUDGING = ("--judge-records", "off")  # for tests not about the guard: it builds and times the model twice a run
+
+
 def tune_cmd(onnx, target, database, trials, *extra):
     return [sys.executable, str(ROOT / "compile.py"), "--model", str(onnx), "--target", target, "--tune",
             "--trials", str(trials), "--database", str(database), "--out", str(database) + "-out", *extra]

@@ -1,0 +1,89 @@
+"""int8 quality judged against the float model, beside ONNX Runtime's int8 run of the same QDQ file.
+
+What a user of a quantizer checks is how far the int8 model lands from the float model, and whether an
+implementation lands as close as the reference one does. Matching ONNX Runtime's int8 outputs to the last
+rounding tie is not that: its own optimised and unoptimised runs of one QDQ file differ by more than one int8
+step on some models (docs/int8.md). So a model quantized by `--quantize int8` with int8 activations passes
+`--verify` when, over the same inputs (at least 128 seeded ones, or the calibration set), the TVM library on its
+device has an SQNR against the float model of at least ONNX Runtime int8's minus SQNR_MARGIN_DB, and a top-1
+agreement with it of at least ONNX Runtime int8's minus TOP1_MARGIN. Fewer inputs would make top-1 noise: the
+registered models' seeded weights leave small logit margins.
+
+The float model and ONNX Runtime run on the host; the TVM library runs on its device (host, board or emulated Pi).
+"""
+import math
+from dataclasses import asdict, dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from compiler.artifact.runtime import Model
+from compiler.device.session import open_session
+from compiler.frontend import quantize
+
+QUALITY_INPUTS = 128
+SQNR_MARGIN_DB = 0.5
+TOP1_MARGIN = 0.05
+
+
+@dataclass
+class Quality:
+    """The first output of the int8 model against the float model's, for TVM and for ONNX Runtime int8."""
+
+    inputs: int
+    source: str  # "seeded standard-normal, seed 0" or the calibration folder
+    tvm_sqnr_db: float
+    onnxruntime_sqnr_db: float
+    tvm_top1: Optional[float]  # None: the output has no class axis
+    onnxruntime_top1: Optional[float]
+
+    def passed(self) -> bool:
+        sqnr = self.tvm_sqnr_db >= self.onnxruntime_sqnr_db - SQNR_MARGIN_DB
+        top1 = self.tvm_top1 is None or self.tvm_top1 >= self.onnxruntime_top1 - TOP1_MARGIN
+        return sqnr and top1
+
+    def describe(self) -> str:
+        def side(sqnr, top1):
+            return f"SQNR {sqnr:.1f} dB" + ("" if top1 is None else f", top-1 {top1:.1%}")
+
+        verdict = "ok" if self.passed() else "FAILED"
+        return (f"int8 against float over {self.inputs} inputs ({self.source}): TVM {side(self.tvm_sqnr_db, self.tvm_top1)}"
+                f"; ONNX Runtime int8 {side(self.onnxruntime_sqnr_db, self.onnxruntime_top1)} {verdict} (rule: SQNR "
+                f"at least ONNX Runtime's - {SQNR_MARGIN_DB} dB, top-1 at least ONNX Runtime's - {100 * TOP1_MARGIN:.0f} points)")
+
+    def as_dict(self) -> dict:
+        finite = {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+        return {**finite, "passed": self.passed(), "sqnr_margin_db": SQNR_MARGIN_DB, "top1_margin": TOP1_MARGIN}
+
+
+def quality_inputs(spec, calibration: Optional[str], count: int = QUALITY_INPUTS, seed: int = 0) -> List[np.ndarray]:
+    """The calibration set when the user gave one, else `count` seeded standard-normal inputs (verify's kind)."""
+    if calibration:
+        return quantize.calibration_inputs(spec, calibration)
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(spec.shape).astype(spec.dtype) for _ in range(count)]
+
+
+def measure(library_path, float_path, qdq_model, preset, tracker: Optional[str] = None,
+            calibration: Optional[str] = None, count: int = QUALITY_INPUTS) -> Quality:
+    """TVM's int8 library on its device and ONNX Runtime's int8 run, each against the float model."""
+    spec = qdq_model.inputs[0]
+    inputs = quality_inputs(spec, calibration, count)
+    reference = _run_onnx(float_path, spec, inputs)
+    onnxruntime_int8 = _run_onnx(qdq_model.path, spec, inputs)
+    with open_session(preset, tracker) as session:
+        model = Model(library_path, session=session)
+        tvm_int8 = np.stack([model.run(x)[0] for x in inputs])
+    return Quality(len(inputs), calibration or "seeded standard-normal, seed 0",
+                   quantize.sqnr_db(reference, tvm_int8), quantize.sqnr_db(reference, onnxruntime_int8),
+                   quantize.top1_agreement(reference, tvm_int8), quantize.top1_agreement(reference, onnxruntime_int8))
+
+
+def _run_onnx(path, spec, inputs) -> np.ndarray:
+    """The first output for each input, from one ONNX Runtime session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.stack([session.run(None, {spec.name: x})[0] for x in inputs])
