@@ -1,5 +1,7 @@
-"""How closely each int8 build agrees with ONNX Runtime's run of its QDQ model, next to how closely ONNX Runtime's
-own optimised and unoptimised runs of that file agree with each other (the reference's own spread).
+"""How close each int8 build lands to the float model beside ONNX Runtime int8 (the quality rule of `--verify`:
+SQNR and top-1 agreement over 128 seeded inputs, compiler/device/quality.py), and how closely it agrees with ONNX
+Runtime's run of its QDQ model, next to how closely ONNX Runtime's own optimised and unoptimised runs of that file
+agree with each other (the reference's own spread).
 
     .venv/bin/python bench/int8_agreement.py --target rpi4 --json bench/results/int8-agreement-rpi4.json
 
@@ -16,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import paths, targets  # noqa: E402
-from compiler.bench.measure import machine, publish  # noqa: E402
+from compiler.bench.measure import machine, publish, source_commit  # noqa: E402
 from compiler.bench.models import REFERENCE, model_names  # noqa: E402
 from compiler.device.verify import compare, seeded_inputs  # noqa: E402
 from compiler.driver import QUANTIZED_TOLERANCE, CompileOptions, compile_model  # noqa: E402
@@ -41,19 +43,31 @@ def render(report: dict) -> str:
     lines = [f"int8 builds for {report['target']} on {report['device_note']}, against ONNX Runtime {report['onnxruntime']} "
              f"on {report['machine']['cpu_model']} ({report['machine']['llvm_cpu']}), seeded input of --verify "
              f"({report['command']}, commit {report['commit']})", "",
-             "| model | activations | TVM int8 vs ONNX Runtime int8 (relative error) | ONNX Runtime optimised vs unoptimised run | within the tolerance |",
-             "| --- | --- | ---: | ---: | --- |"]
+             "| model | activations | TVM int8 vs float (SQNR, top-1) | ONNX Runtime int8 vs float (SQNR, top-1) | "
+             "quality rule | TVM int8 vs ONNX Runtime int8 (relative error) | ONNX Runtime optimised vs unoptimised run "
+             "| within the tolerance |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
     for name, row in report["models"].items():
-        lines.append(f"| {name} | {row['activations']} | {row['relative_error']:.3g} | {row['reference_spread']:.3g} | "
+        q = row["quality"]
+        lines.append(f"| {name} | {row['activations']} | {_side(q['tvm_sqnr_db'], q['tvm_top1'])} | "
+                     f"{_side(q['onnxruntime_sqnr_db'], q['onnxruntime_top1'])} | {'passes' if q['passed'] else 'fails'} | "
+                     f"{row['relative_error']:.3g} | {row['reference_spread']:.3g} | "
                      f"{'yes' if row['relative_error'] <= report['tolerance'] else 'no'} |")
-    lines += ["", f"Relative error: the largest difference of the outputs over the largest output value (tolerance "
-              f"{report['tolerance']:g}, one step of an int8 output's scale)."]
+    q = next(iter(report["models"].values()))["quality"]
+    lines += ["", f"Quality: the first output against the float model's over {q['inputs']} inputs ({q['source']}), the "
+              f"TVM library on its device and ONNX Runtime int8 on this host; the rule (`--verify` for int8 activations): "
+              f"TVM's SQNR at least ONNX Runtime's minus {q['sqnr_margin_db']} dB, its top-1 agreement at least ONNX "
+              f"Runtime's minus {100 * q['top1_margin']:.0f} points. Relative error: the largest difference of the "
+              f"outputs over the largest output value on --verify's seeded input (tolerance {report['tolerance']:g}, "
+              "one step of an int8 output's scale: `--verify`'s rule for uint8 activations)."]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    import subprocess
+def _side(sqnr_db, top1) -> str:
+    return ("exact" if sqnr_db is None else f"{sqnr_db:.1f} dB") + ("" if top1 is None else f", {top1:.0%}")
 
+
+def main() -> int:
     import onnxruntime
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -71,11 +85,10 @@ def main() -> int:
         qdq = onnx_model.load(paths.quantized_onnx(name, activations))  # the file --verify ran ONNX Runtime on
         rows[name] = {"activations": activations,
                       "relative_error": max(c.rel_error for c in result.comparisons),
-                      "reference_spread": reference_spread(qdq)}
+                      "reference_spread": reference_spread(qdq), "quality": result.quality.as_dict()}
     command = f"bench/int8_agreement.py --target {args.target}" + (f" --models {args.models}" if args.models else "") + (
         f" --json {args.json}" if args.json else "")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    commit = source_commit()
     report = {"target": preset.name, "device_note": "its device (the emulated Pi for an aarch64 preset)",
               "machine": machine(), "onnxruntime": onnxruntime.__version__, "command": command, "commit": commit,
               "tolerance": QUANTIZED_TOLERANCE, "models": rows}

@@ -28,16 +28,13 @@ from typing import Dict, Optional
 
 import schedules
 from compiler import paths
-from compiler.artifact.linker import find_linker
-from compiler.artifact.runtime import Model, use_threads
-from compiler.device.farm import session_if_served
-from compiler.device.session import describe_device, open_device
+from compiler.artifact.runtime import Model
+from compiler.device.session import open_device
 from compiler.errors import DeviceError, UserError
 from compiler.output import say, warn
-from compiler.tuning import estimate_runner, report
+from compiler.tuning import report, runners
 from compiler.tuning.checkpoint import Checkpointer
 from compiler.tuning.database import check_resume, cpu_of
-from compiler.tuning.measure_inputs import alloc_local, alloc_rpc
 from compiler.tuning.policy import BudgetPolicy, PolicyState, earlier_stops, make_policy_callback, tune_contexts
 from compiler.tuning.seed import DEFAULT_SCHEDULES, best_records, default_schedule_seed, open_seed, replay, \
     train_on_own_records
@@ -179,22 +176,6 @@ def _make_progress_callback(total: int, done: int, check_servers, stop_requested
     return Progress()
 
 
-def _rpc_runner(host: str, port: int, key: str, servers: int, options: TuneOptions):
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.support.popen_pool import PopenPoolExecutor
-
-    runner = ms.runner.RPCRunner(
-        rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
-                                       session_timeout_sec=int(options.session_timeout)),
-        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=100,
-                                                   enable_cpu_cache_flush=False),
-        f_create_session=session_if_served, f_alloc_argument=alloc_rpc, max_workers=servers)
-    # RPCRunner's own pool has no timeout: a frozen server (or none left) would hang tuning forever.
-    # Waiting in the tracker queue behind the other workers counts too, hence the factor.
-    runner.pool.shutdown(wait=False)
-    runner.pool = PopenPoolExecutor(max_workers=servers, timeout=options.session_timeout * servers + 30)
-    return runner
-
 
 def tune(mod, preset, database, options: TuneOptions, model_sha256: str, fingerprint: dict,
          build_checkpoint=None, tracker: Optional[str] = None) -> TuneSummary:
@@ -253,13 +234,13 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
         warn(f"tuning on {options.servers} emulated '{preset.rpc_key}' servers (qemu): emulation timings, "
              "not a real board's (--no-board ranks candidates by the cycle estimate instead)")
     with (contextlib.nullcontext() if options.no_board else open_device(preset, tracker, options.servers)) as reached:
-        runner, device, check = _runner(preset, reached, options, database)
+        runner, device, check = runners.make_runner(preset, reached, options, database)
         servers = reached.servers() if reached is not None else 1
         per_iter = options.trials_per_iter or trials_per_iter(options.trials - spent, len(tasks), servers)
         population = options.search_population or default_population(per_iter)
         database.open_run(_identity(preset, device, model_sha256, fingerprint, options),
                            _run_entry(device, options, per_iter, population))
-        builder = _builder(preset, options)
+        builder = runners.make_builder(preset, options)
         try:
             policy_state = (PolicyState(options.budget_policy, earlier_stops(database.provenance))
                             if options.budget_policy is not None else None)
@@ -300,60 +281,11 @@ def _tune_locked(mod, preset, database, options: TuneOptions, model_sha256: str,
                     policy_state, checkpointer, check, summary, preset)
         finally:
             builder.close()
-            _drop_pending_measurements(runner)
+            runners.drop_pending_measurements(runner)
     return _finish(summary, database, started)
 
 
-def _runner(preset, reached, options: TuneOptions, database):
-    """(MetaSchedule runner, device description, servers-alive check) for the device `reached` (None: no board,
-    the cycle estimate ranks candidates)."""
-    from tvm.s_tir import meta_schedule as ms
 
-    if reached is None:
-        return estimate_runner.make_runner(preset, options.session_timeout), estimate_runner.describe(preset), None
-    if reached.tracker is None:
-        # Candidates run on the threads the built model will use (runtime.Model), not on TVM's x86 default
-        # of half the CPUs; the runner's workers inherit the setting. A user's TVM_NUM_THREADS wins.
-        threads = int(os.environ.get("TVM_NUM_THREADS") or preset.num_cores)
-        use_threads(threads)
-        _warn_if_threads_differ(database, threads)
-        runner = ms.runner.LocalRunner(timeout_sec=options.session_timeout, f_alloc_argument=alloc_local)
-        return runner, dict(describe_device(None), tvm_threads=threads), None
-    host, port = reached.address
-    device = describe_device(reached.session(options.session_timeout))
-    if reached.emulated:
-        device["emulated"] = True
-    return (_rpc_runner(host, port, preset.rpc_key, reached.servers(), options), device,
-            lambda: reached.servers() > 0)
-
-
-def _drop_pending_measurements(runner) -> None:
-    """Cancel the candidates still queued in the runner's worker pool and stop its workers. A search that
-    stops early (no server left, Ctrl-C) leaves the rest of MetaSchedule's submitted batches queued; each
-    would wait out its session timeout on a tracker with no server, and the interpreter's exit waits for
-    them all (minutes per candidate)."""
-    pool = getattr(runner, "pool", None)
-    threads = getattr(pool, "_threadpool", None)  # PopenPoolExecutor's queue of pending work (no public cancel)
-    if threads is not None:
-        threads.shutdown(wait=False, cancel_futures=True)
-    if pool is not None:
-        pool.shutdown(wait=False)  # kills the workers: a worker blocked on the tracker returns at once
-
-
-def _builder(preset, options: TuneOptions):
-    """The candidate builder: the project's persistent pool (or MetaSchedule's LocalBuilder), cross-linking."""
-    from tvm.s_tir import meta_schedule as ms
-
-    # Waits until needed: the builder module loads TVM at import, which a command refusing bad input must not.
-    from compiler.tuning.builder import PersistentBuilder, SharedLibraryExport
-
-    link = find_linker(preset.cross_triple)
-    workers = max(1, min(2, os.cpu_count() or 1))
-    if options.builder == "stock":
-        builder = ms.builder.LocalBuilder(max_workers=workers, f_export=SharedLibraryExport(link))
-        builder.close = lambda: None
-        return builder
-    return PersistentBuilder(link, max_workers=workers)
 
 
 def _contexts(tasks, database, population: int, policy_state):
@@ -433,15 +365,6 @@ def _servers_left(check, preset, database) -> None:
     if check is not None and not check():
         raise _no_servers_left(preset, database)
 
-
-def _warn_if_threads_differ(database, threads: int) -> None:
-    """A resumed host database whose earlier runs measured on another thread count mixes timings that do not
-    compare (TVM's x86 default is half the CPUs): say so."""
-    earlier = database.thread_counts() - {threads}
-    if earlier:
-        shown = ", ".join("TVM's default" if n is None else str(n) for n in sorted(earlier, key=str))
-        warn(f"warning: earlier runs of {database.path} measured candidates on {shown} thread(s), this run on "
-             f"{threads}: their timings do not compare; tune into a new --database to keep them apart")
 
 
 def _steady_rate(trials: int, first_build_at: Optional[float]) -> Optional[float]:
