@@ -24,7 +24,7 @@ from compiler import paths  # noqa: E402
 from compiler.bench.measure import publish  # noqa: E402
 
 COUNTS = re.compile(r"(\d+) (passed|failed|skipped|deselected|errors?)\b")
-FAST_TIER = ["-m", "not emulated and not slow", "-n", "2", "-q", "-p", "no:cacheprovider"]
+FAST_TIER = ["-m", "not emulated and not slow", "-n", "2", "-q", "-rf", "-p", "no:cacheprovider"]
 
 
 def version_of(interpreter: str) -> str:
@@ -50,16 +50,19 @@ def run_fast_tier(python: Path) -> dict:
     out = subprocess.run([str(python), "-m", "pytest", *FAST_TIER], capture_output=True, text=True, cwd=ROOT)
     tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
     counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n) for n, kind in COUNTS.findall(tail)}
-    return {"exit_code": out.returncode, "summary": tail, "counts": counts, "minutes": round((time.time() - started) / 60, 1)}
+    failed = [line.split(" ", 1)[1].split(" - ")[0] for line in out.stdout.splitlines() if line.startswith("FAILED ")]
+    return {"exit_code": out.returncode, "summary": tail, "counts": counts, "failed": failed,
+            "minutes": round((time.time() - started) / 60, 1)}
 
 
 def render(report: dict) -> str:
     lines = [f"Python versions on {report['machine']['cpu_model']} ({report['machine']['llvm_cpu']}), commit "
              f"{report['machine']['commit']}: the project installed from the package index into a fresh venv per "
              f"version, then the fast test tier ({' '.join(FAST_TIER[:2])}). Command: `{report['command']}`", "",
-             "| Python | fast tier | minutes |", "| --- | --- | ---: |"]
+             "| Python | fast tier | failed | minutes |", "| --- | --- | --- | ---: |"]
     for row in report["versions"]:
-        lines.append(f"| {row['version']} | {row['summary']} | {row['minutes']} |")
+        failed = ", ".join(f"`{name}`" for name in row["failed"]) or "none"
+        lines.append(f"| {row['version']} | {row['summary']} | {failed} | {row['minutes']} |")
     return "\n".join(lines) + "\n"
 
 

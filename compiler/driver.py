@@ -279,7 +279,10 @@ def _verify(result: CompileResult, plan: "BuildPlan", float_path: Path, toleranc
     if plan.agreement is not None:
         from compiler.device import quality
 
-        result.quality = quality.measure(library, float_path, plan.model, preset, options.tracker, options.calibration)
+        spec = plan.model.inputs[0]
+        inputs = quantize.calibration_inputs(spec, options.calibration) if options.calibration else None
+        result.quality = quality.measure(library, float_path, plan.model, preset, options.tracker, inputs,
+                                         options.calibration or quality.SEEDED)
         print(f"verify {result.quality.describe()}")
         result.verified = result.quality.passed() if judged_by_quality else result.verified
 

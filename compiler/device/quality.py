@@ -19,7 +19,6 @@ import numpy as np
 
 from compiler.artifact.runtime import Model
 from compiler.device.session import open_session
-from compiler.frontend import quantize
 
 QUALITY_INPUTS = 128
 SQNR_MARGIN_DB = 0.5
@@ -31,7 +30,7 @@ class Quality:
     """The first output of the int8 model against the float model's, for TVM and for ONNX Runtime int8."""
 
     inputs: int
-    source: str  # "seeded standard-normal, seed 0" or the calibration folder
+    source: str  # SEEDED or the calibration folder
     tvm_sqnr_db: float
     onnxruntime_sqnr_db: float
     tvm_top1: Optional[float]  # None: the output has no class axis
@@ -56,27 +55,42 @@ class Quality:
         return {**finite, "passed": self.passed(), "sqnr_margin_db": SQNR_MARGIN_DB, "top1_margin": TOP1_MARGIN}
 
 
-def quality_inputs(spec, calibration: Optional[str], count: int = QUALITY_INPUTS, seed: int = 0) -> List[np.ndarray]:
-    """The calibration set when the user gave one, else `count` seeded standard-normal inputs (verify's kind)."""
-    if calibration:
-        return quantize.calibration_inputs(spec, calibration)
+def seeded_inputs(spec, count: int = QUALITY_INPUTS, seed: int = 0) -> List[np.ndarray]:
+    """`count` seeded standard-normal inputs (the kind `--verify` feeds), for when no calibration set is given."""
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(spec.shape).astype(spec.dtype) for _ in range(count)]
 
 
-def measure(library_path, float_path, qdq_model, preset, tracker: Optional[str] = None,
-            calibration: Optional[str] = None, count: int = QUALITY_INPUTS) -> Quality:
-    """TVM's int8 library on its device and ONNX Runtime's int8 run, each against the float model."""
+SEEDED = "seeded standard-normal, seed 0"
+
+
+def measure(library_path, float_path, qdq_model, preset, tracker: Optional[str] = None, inputs=None,
+            source: str = SEEDED) -> Quality:
+    """TVM's int8 library on its device and ONNX Runtime's int8 run, each against the float model, over `inputs`
+    (default: QUALITY_INPUTS seeded ones)."""
     spec = qdq_model.inputs[0]
-    inputs = quality_inputs(spec, calibration, count)
+    inputs = inputs if inputs is not None else seeded_inputs(spec)
     reference = _run_onnx(float_path, spec, inputs)
     onnxruntime_int8 = _run_onnx(qdq_model.path, spec, inputs)
     with open_session(preset, tracker) as session:
         model = Model(library_path, session=session)
         tvm_int8 = np.stack([model.run(x)[0] for x in inputs])
-    return Quality(len(inputs), calibration or "seeded standard-normal, seed 0",
-                   quantize.sqnr_db(reference, tvm_int8), quantize.sqnr_db(reference, onnxruntime_int8),
-                   quantize.top1_agreement(reference, tvm_int8), quantize.top1_agreement(reference, onnxruntime_int8))
+    return Quality(len(inputs), source, sqnr_db(reference, tvm_int8), sqnr_db(reference, onnxruntime_int8),
+                   top1_agreement(reference, tvm_int8), top1_agreement(reference, onnxruntime_int8))
+
+
+def sqnr_db(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """10 log10(signal power / error power); infinite when they are equal."""
+    noise = float(np.sum((reference.astype("float64") - quantized) ** 2))
+    signal = float(np.sum(reference.astype("float64") ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+
+
+def top1_agreement(reference: np.ndarray, quantized: np.ndarray) -> Optional[float]:
+    """Share of inputs whose arg-max over the last axis agrees, for outputs shaped (..., batch, classes)."""
+    if reference.ndim < 2 or reference.shape[-1] < 2:
+        return None
+    return float(np.mean(reference.argmax(axis=-1) == quantized.argmax(axis=-1)))
 
 
 def _run_onnx(path, spec, inputs) -> np.ndarray:

@@ -8,7 +8,6 @@ signed). The QDQ model is an ordinary ONNX file: the build ships it beside the l
 run the same model in ONNX Runtime, and compiler/passes/integer_kernels.py turns its products into
 integer kernels.
 """
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -16,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from compiler import atomic
+from compiler.device.quality import sqnr_db, top1_agreement
 from compiler.errors import UserError
 
 SCHEMES = ("int8",)
@@ -139,16 +139,3 @@ def quantize(model, out_path: Path, activation: str, calibration: Optional[str] 
     quantized = np.stack([int8_session.run(None, {spec.name: x})[0] for x in inputs])
     return Agreement(activation, calibration or "random (seed 0)", len(inputs), sqnr_db(reference, quantized),
                      top1_agreement(reference, quantized))
-
-
-def sqnr_db(reference: np.ndarray, quantized: np.ndarray) -> float:
-    noise = float(np.sum((reference.astype("float64") - quantized) ** 2))
-    signal = float(np.sum(reference.astype("float64") ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
-
-
-def top1_agreement(reference: np.ndarray, quantized: np.ndarray) -> Optional[float]:
-    """Share of inputs whose arg-max over the last axis agrees, for outputs shaped (..., batch, classes)."""
-    if reference.ndim < 2 or reference.shape[-1] < 2:
-        return None
-    return float(np.mean(reference.argmax(axis=-1) == quantized.argmax(axis=-1)))

@@ -23,7 +23,7 @@ def test_seeded_inputs_are_128_and_repeatable():
     class Spec:
         shape, dtype = (1, 3, 8, 8), "float32"
 
-    first, second = quality.quality_inputs(Spec, None), quality.quality_inputs(Spec, None)
+    first, second = quality.seeded_inputs(Spec), quality.seeded_inputs(Spec)
     assert len(first) == quality.QUALITY_INPUTS == 128
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert not np.array_equal(first[0], first[1])
@@ -46,7 +46,8 @@ def test_the_host_library_lands_where_onnxruntime_int8_lands(tiny_int8, tiny_cnn
     from compiler import targets
 
     library, qdq = tiny_int8
-    measured = quality.measure(library, tiny_cnn_onnx, qdq, targets.load("host"), count=32)
+    measured = quality.measure(library, tiny_cnn_onnx, qdq, targets.load("host"),
+                               inputs=quality.seeded_inputs(qdq.inputs[0], 32))
     assert measured.inputs == 32 and measured.passed()
     assert measured.tvm_sqnr_db == pytest.approx(measured.onnxruntime_sqnr_db, abs=0.05)
 
@@ -77,6 +78,17 @@ def test_a_build_with_one_requantization_perturbed_fails(tiny_int8, tiny_cnn_onn
     _, qdq = tiny_int8
     perturbed = perturbed_requantization(qdq.path, tmp_path / "perturbed.onnx")
     library = compile_model(CompileOptions(target="host", model=str(perturbed), out=str(tmp_path / "p"))).library
-    measured = quality.measure(library, tiny_cnn_onnx, qdq, targets.load("host"), count=32)
+    measured = quality.measure(library, tiny_cnn_onnx, qdq, targets.load("host"),
+                               inputs=quality.seeded_inputs(qdq.inputs[0], 32))
     assert measured.tvm_sqnr_db < measured.onnxruntime_sqnr_db - 3
     assert not measured.passed() and "FAILED" in measured.describe()
+
+
+def test_agreement_measures():
+    reference = np.array([[[1.0, 3.0, 2.0]], [[0.0, 1.0, 0.5]]])
+    assert quality.sqnr_db(reference, reference) == float("inf")
+    assert quality.sqnr_db(reference, reference * 1.1) == pytest.approx(20.0)
+    swapped = reference.copy()
+    swapped[0, 0, :2] = swapped[0, 0, 1::-1]  # the first input's top class moves; the second's stays
+    assert quality.top1_agreement(reference, swapped) == 0.5
+    assert quality.top1_agreement(np.ones((4, 1)), np.ones((4, 1))) is None

@@ -52,16 +52,6 @@ def test_an_unusable_calibration_folder_is_named(tmp_path, content, message):
         quantize.calibration_inputs(Spec, str(tmp_path))
 
 
-def test_agreement_measures():
-    reference = np.array([[[1.0, 3.0, 2.0]], [[0.0, 1.0, 0.5]]])
-    assert quantize.sqnr_db(reference, reference) == float("inf")
-    assert quantize.sqnr_db(reference, reference * 1.1) == pytest.approx(20.0)
-    swapped = reference.copy()
-    swapped[0, 0, :2] = swapped[0, 0, 1::-1]  # the first input's top class moves; the second's stays
-    assert quantize.top1_agreement(reference, swapped) == 0.5
-    assert quantize.top1_agreement(np.ones((4, 1)), np.ones((4, 1))) is None
-
-
 def test_the_host_build_ships_int8_kernels_with_its_qdq_model(tiny_cnn_onnx, tmp_path):
     out = tmp_path / "tiny-int8"
     result = run_cli("--target", "host", "--model", tiny_cnn_onnx, "--quantize", "int8", "--verify", "--out", out)
