@@ -9,7 +9,6 @@ The environments go under the cache folder (~/.cache/dcac-compiler/python-versio
 CI runs the whole suite on the machine's own Python; this script is how the other versions are checked.
 """
 import argparse
-import json
 import re
 import shlex
 import subprocess

@@ -32,7 +32,7 @@ from compiler.artifact.runtime import Model
 from compiler.device.session import open_device
 from compiler.errors import DeviceError, UserError
 from compiler.output import say, warn
-from compiler.tuning import report, runners
+from compiler.tuning import estimate_runner, report, runners
 from compiler.tuning.checkpoint import Checkpointer
 from compiler.tuning.database import check_resume, cpu_of
 from compiler.tuning.policy import BudgetPolicy, PolicyState, earlier_stops, make_policy_callback, tune_contexts

@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import onnx_models
 from compiler.device import quality
 from compiler.device.quality import Quality
 
@@ -33,7 +32,7 @@ def test_seeded_inputs_are_128_and_repeatable():
 def tiny_int8(tiny_cnn_onnx, tmp_path_factory):
     """tiny_cnn quantized and built for the host (uint8 activations) with its QDQ model."""
     from compiler.driver import CompileOptions, compile_model
-    from compiler.frontend import onnx_model, quantize
+    from compiler.frontend import onnx_model
     from compiler import paths
 
     out = tmp_path_factory.mktemp("int8") / "tiny-int8"
