@@ -60,7 +60,6 @@ KERNELS = {
 def kernel_onnx(name: str, path: Path) -> Path:
     """A one-operator ONNX model with seeded weights."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     op, x_shape, w_shape, attrs = KERNELS[name]

@@ -10,7 +10,6 @@ benchmark's median: read the shares.
 import collections
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from compiler.device.kernel_times import tvm_kernel_times

@@ -33,7 +33,7 @@ from pathlib import Path
 from compiler import paths
 from compiler.artifact.runtime import sha256_file
 from compiler.device import cores, emulator
-from compiler.errors import DeviceError, UserError
+from compiler.errors import DeviceError
 from compiler.output import say
 
 HERE = Path(__file__).resolve().parent

@@ -18,6 +18,7 @@ from typing import List, Optional
 import numpy as np
 
 from compiler.artifact.runtime import Model
+from compiler.device import verify
 from compiler.device.session import open_session
 
 QUALITY_INPUTS = 128
@@ -57,8 +58,7 @@ class Quality:
 
 def seeded_inputs(spec, count: int = QUALITY_INPUTS, seed: int = 0) -> List[np.ndarray]:
     """`count` seeded standard-normal inputs (the kind `--verify` feeds), for when no calibration set is given."""
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(spec.shape).astype(spec.dtype) for _ in range(count)]
+    return verify.seeded_inputs([spec] * count, seed)
 
 
 SEEDED = "seeded standard-normal, seed 0"
@@ -70,8 +70,8 @@ def measure(library_path, float_path, qdq_model, preset, tracker: Optional[str] 
     (default: QUALITY_INPUTS seeded ones)."""
     spec = qdq_model.inputs[0]
     inputs = inputs if inputs is not None else seeded_inputs(spec)
-    reference = _run_onnx(float_path, spec, inputs)
-    onnxruntime_int8 = _run_onnx(qdq_model.path, spec, inputs)
+    reference = verify.first_outputs(float_path, spec.name, inputs)
+    onnxruntime_int8 = verify.first_outputs(qdq_model.path, spec.name, inputs)
     with open_session(preset, tracker) as session:
         model = Model(library_path, session=session)
         tvm_int8 = np.stack([model.run(x)[0] for x in inputs])
@@ -92,12 +92,3 @@ def top1_agreement(reference: np.ndarray, quantized: np.ndarray) -> Optional[flo
         return None
     return float(np.mean(reference.argmax(axis=-1) == quantized.argmax(axis=-1)))
 
-
-def _run_onnx(path, spec, inputs) -> np.ndarray:
-    """The first output for each input, from one ONNX Runtime session."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.stack([session.run(None, {spec.name: x})[0] for x in inputs])

@@ -30,10 +30,24 @@ def seeded_inputs(specs, seed: int = 0) -> List[np.ndarray]:
     return [rng.standard_normal(spec.shape).astype(spec.dtype) for spec in specs]
 
 
-def onnxruntime_outputs(onnx_path, specs, arrays) -> List[np.ndarray]:
+def onnxruntime_session(onnx_path):
+    """ONNX Runtime's CPU session of a file, the reference every comparison runs; quiet, since its optimiser's
+    warnings about a user's graph are not the compiler's to print."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def first_outputs(onnx_path, name: str, inputs) -> np.ndarray:
+    """The first output for each input of a one-input model, stacked, from one ONNX Runtime session."""
+    session = onnxruntime_session(onnx_path)
+    return np.stack([session.run(None, {name: x})[0] for x in inputs])
+
+
+def onnxruntime_outputs(onnx_path, specs, arrays) -> List[np.ndarray]:
+    session = onnxruntime_session(onnx_path)
     return session.run(None, {spec.name: array for spec, array in zip(specs, arrays)})
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from compiler import atomic
 from compiler.device.quality import sqnr_db, top1_agreement
+from compiler.device.verify import first_outputs
 from compiler.errors import UserError
 
 SCHEMES = ("int8",)
@@ -111,7 +112,6 @@ def _image_input(path: Path, shape) -> np.ndarray:
 def quantize(model, out_path: Path, activation: str, calibration: Optional[str] = None) -> Agreement:
     """Write the QDQ model of `model` (an OnnxModel with one input) to `out_path` atomically and measure
     its agreement with the float model on the calibration inputs."""
-    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if len(model.inputs) != 1:
@@ -131,11 +131,7 @@ def quantize(model, out_path: Path, activation: str, calibration: Optional[str] 
     with atomic.staged_file(out_path) as staged:
         quantize_static(str(model.path), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=quant_type, weight_type=QuantType.QInt8)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    float_session = onnxruntime.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
-    int8_session = onnxruntime.InferenceSession(str(out_path), options, providers=["CPUExecutionProvider"])
-    reference = np.stack([float_session.run(None, {spec.name: x})[0] for x in inputs])
-    quantized = np.stack([int8_session.run(None, {spec.name: x})[0] for x in inputs])
+    reference = first_outputs(model.path, spec.name, inputs)
+    quantized = first_outputs(out_path, spec.name, inputs)
     return Agreement(activation, calibration or "random (seed 0)", len(inputs), sqnr_db(reference, quantized),
                      top1_agreement(reference, quantized))

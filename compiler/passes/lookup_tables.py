@@ -17,7 +17,7 @@ Runs on the imported module after integer_kernels, before anything folds the sca
 """
 import numpy as np
 
-from compiler.passes.integer_kernels import EIGHT_BIT, constant_value, is_scalar, static_shape
+from compiler.passes.integer_kernels import EIGHT_BIT, is_scalar, static_shape
 
 # tvm.relax's OpPatternKind.kBroadcast: fuses as an element-wise step does (kElemWise, 0, would read as no
 # pattern given, and TVM's analysis calls a table read opaque)

@@ -190,7 +190,6 @@ def test_the_pair_sums_keep_a_register_tile_of_accumulators():
 
 def test_weights_of_minus_128_keep_the_widened_product():
     """Two products of -128 x -128 overflow the 16-bit sum: such a weight keeps integer_kernels' product."""
-    import tvm
     from tvm import relax
 
     def module(weight):

@@ -2,8 +2,6 @@
 import re
 
 import numpy as np
-import onnx
-import pytest
 
 from compiler.driver import QUANTIZED_TOLERANCE
 from compiler.frontend import onnx_model
