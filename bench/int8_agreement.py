@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import paths, targets  # noqa: E402
 from compiler.bench.measure import machine, publish, source_commit  # noqa: E402
-from compiler.bench.models import REFERENCE, model_names  # noqa: E402
+from compiler.bench.models import model_names  # noqa: E402
 from compiler.device.verify import compare, seeded_inputs  # noqa: E402
 from compiler.driver import QUANTIZED_TOLERANCE, CompileOptions, compile_model  # noqa: E402
 from compiler.frontend import onnx_model  # noqa: E402
@@ -72,13 +72,13 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="rpi4")
-    parser.add_argument("--models", help="comma-separated registered models (default: the five reference models)")
+    parser.add_argument("--models", help="comma-separated registered models (default: all, the five registered models)")
     parser.add_argument("--json")
     args = parser.parse_args()
     preset = targets.load(args.target)
     work = Path(tempfile.mkdtemp(prefix="dcac-int8-agreement-"))
     rows = {}
-    for name in model_names(args.models or REFERENCE):
+    for name in model_names(args.models or "all"):
         result = compile_model(CompileOptions(target=preset.name, model=name, quantize="int8", verify=True,
                                               out=str(work / name)))
         activations = result.sidecar["quantization"]["activation_type"]
