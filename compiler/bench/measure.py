@@ -1,8 +1,10 @@
 """Measuring engines side by side: timers for TVM, ONNX Runtime and PyTorch, interleaved rounds, and the
 results file every benchmark writes (JSON with the command and the machine, Markdown beside it).
 
-Engines are measured in interleaved rounds (a few runs of each, again and again) so that load from other
-processes on a shared machine falls on all of them alike; every engine gets the same thread count.
+Engines are measured in interleaved rounds (a block of a few runs of each, again and again) so that load from
+other processes on a shared machine falls on all of them alike; every engine gets the same thread count. Before
+each block the bench pauses: ONNX Runtime's intra-op workers, TVM's pool and PyTorch's OpenMP threads spin after
+a run, and on a 2-core machine one engine's spinning workers, timed run by run, take a core from the next.
 """
 import json
 import math
@@ -108,13 +110,18 @@ def _wall_clock_timer(run):
     return timer
 
 
-def measure(timers: dict, rounds: int, per_round: int, warmup: int = 3) -> dict:
-    """Interleaved rounds of `per_round` runs of every engine; a timer maps a run count to times in ms."""
+BLOCK_PAUSE_S = 0.3  # longer than any engine's spin after a run (OpenMP's default block time is 0.2 s)
+
+
+def measure(timers: dict, rounds: int, per_round: int, warmup: int = 3, pause_s: float = BLOCK_PAUSE_S) -> dict:
+    """Interleaved rounds of a block of `per_round` runs of every engine, with a pause of `pause_s` before each
+    block; a timer maps a run count to times in ms."""
     for timer in timers.values():
         timer(warmup)
     times = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():
+            time.sleep(pause_s)
             times[name].extend(timer(per_round))
     return times
 

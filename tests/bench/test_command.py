@@ -44,9 +44,21 @@ def test_measure_interleaves_rounds_and_drops_warmup():
             calls.append((name, count))
             return [float(len(calls))] * count
         return run
-    times = measure({"a": timer("a"), "b": timer("b")}, rounds=3, per_round=2, warmup=1)
+    times = measure({"a": timer("a"), "b": timer("b")}, rounds=3, per_round=2, warmup=1, pause_s=0)
     assert calls == [("a", 1), ("b", 1)] + [("a", 2), ("b", 2)] * 3
     assert times["a"] == [3.0, 3.0, 5.0, 5.0, 7.0, 7.0] and len(times["b"]) == 6
+
+
+def test_measure_pauses_before_every_block(monkeypatch):
+    """The other engine's thread pool spins after its block: every block starts after a pause, warm-up excepted."""
+    import compiler.bench.measure as measuring
+
+    events = []
+    monkeypatch.setattr(measuring.time, "sleep", lambda seconds: events.append(("pause", seconds)))
+    measure({"a": lambda count: events.append(("a", count)) or [1.0] * count,
+             "b": lambda count: events.append(("b", count)) or [1.0] * count}, rounds=2, per_round=3, warmup=1)
+    pause = ("pause", measuring.BLOCK_PAUSE_S)
+    assert events == [("a", 1), ("b", 1)] + [pause, ("a", 3), pause, ("b", 3)] * 2
 
 
 class FakeSession:
