@@ -3,10 +3,14 @@
 ONNX Runtime on this machine in one run (interleaved rounds, same thread count).
 
     .venv/bin/python bench/default_schedules.py --runs 20 --json bench/results/default-schedules-<cpu>.json
+    .venv/bin/python bench/default_schedules.py --models user --engines defaults --runs 30 \
+        --json bench/results/user-backbones-<cpu>.json
 
 Each model is exported to ONNX and compiled from the file, as a user's own model is: no database of this
-project applies to it. The figure that matters is each TVM build's ratio to ONNX Runtime in the same run, and
-their geometric mean over the models.
+project applies to it. `--models user` takes eight backbones that are not registered models
+(compiler/bench/user_backbones.py): the case the README's promise is about. The figure that matters is each TVM
+build's ratio to ONNX Runtime in the same run, and their geometric mean over the models. Engines are timed in
+interleaved blocks of runs with a pause before each (compiler/bench/measure.py).
 """
 import argparse
 import math
@@ -18,24 +22,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler import paths, targets, zoo  # noqa: E402
 from compiler.artifact.runtime import Model, use_threads  # noqa: E402
-from compiler.bench.measure import (bench_image, interleaving, machine, measure, onnxruntime_timer,  # noqa: E402
-                                    publish, table, tvm_timer)
+from compiler.bench.measure import (BLOCK_PAUSE_S, bench_image, interleaving, machine, measure,  # noqa: E402
+                                    onnxruntime_timer, publish, table, tvm_timer)
 from compiler.driver import CompileOptions, compile_model  # noqa: E402
 from compiler.errors import UserError, guarded  # noqa: E402
+from compiler.bench import user_backbones  # noqa: E402
 from compiler.frontend.onnx_export import export_attendnext, export_registered  # noqa: E402
 from compiler.output import say  # noqa: E402
 
 ENGINES = {"TVM default schedules": True, "TVM bare loop nests": False}
+ENGINE_CHOICES = {"defaults": ["TVM default schedules"], "both": list(ENGINES)}
+REGISTERED = "mobilenetv3_large,mobileone_s1,fbnet_c,mobilevit_xs,attendnext"
 
 
 def export(name: str) -> Path:
     path = paths.exported_onnx(name)
+    if name in user_backbones.BACKBONES:
+        return user_backbones.export(name, path)
     export_attendnext(path) if name == "attendnext" else export_registered(name, path)
     return path
 
 
+def model_names(spec: str) -> list:
+    """A comma list of registered models and user backbones; `user` stands for the eight user backbones."""
+    names = []
+    for name in (n.strip() for n in spec.split(",") if n.strip()):
+        if name == "user":
+            names += list(user_backbones.BACKBONES)
+        elif name in user_backbones.BACKBONES:
+            names.append(name)
+        else:
+            zoo.lookup(name)  # a one-line error naming the registered models
+            names.append(name)
+    return list(dict.fromkeys(names))
+
+
 def render(report: dict) -> str:
-    engines = list(ENGINES)
+    engines = report["engines"]
     lines = [f"Models with no tuning database (`--database none`), batch 1 on {report['device']}, "
              f"{report['threads']} threads, {report['runs_per_engine']} runs per engine ({report['command']})", "",
              "| model | ONNX Runtime (ms) | " + " | ".join(f"{e} (ms, x ORT)" for e in engines) +
@@ -47,16 +70,21 @@ def render(report: dict) -> str:
         lines.append(f"| {name} | {row['engines']['ONNX Runtime']['median_ms']:.2f} | " + " | ".join(cells)
                      + f" | {row['kernels_default']} of {row['kernels_total']} | {row['build_seconds']:.0f} |")
     lines += ["", "Geometric mean of the ratios to ONNX Runtime: " + ", ".join(
-        f"{e} {report['geomean_vs_onnxruntime'][e]:.2f}x" for e in engines) + "."]
+        f"{e} {report['geomean_vs_onnxruntime'][e]:.2f}x" for e in engines) + "; worst: " + ", ".join(
+        f"{e} {report['worst_vs_onnxruntime'][e]:.2f}x" for e in engines) + ".",
+        "", f"Each engine timed in {report['runs_per_engine'] // report['runs_per_block']} interleaved blocks of "
+        f"{report['runs_per_block']} runs, with a {report['pause_before_block_s']} s pause before each block. "
+        f"Machine: {report['machine']['cpu_model']} ({report['machine']['llvm_cpu']}), commit {report['machine']['commit']}."]
     return "\n".join(lines) + "\n"
 
 
 def run(args) -> int:
     if args.runs < 1:
         raise UserError(f"--runs {args.runs}: give at least 1")
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
-    for name in names:
-        zoo.lookup(name)
+    if args.engines not in ENGINE_CHOICES:
+        raise UserError(f"--engines {args.engines}: give one of {', '.join(ENGINE_CHOICES)}")
+    engines = {engine: ENGINES[engine] for engine in ENGINE_CHOICES[args.engines]}
+    names = model_names(args.models)
     preset = targets.load("host")
     threads = preset.num_cores
     use_threads(threads)
@@ -64,41 +92,46 @@ def run(args) -> int:
     image_of, builds = {}, {}
     for name in names:
         onnx = export(name)
-        for engine, defaults in ENGINES.items():
+        for engine, defaults in engines.items():
             builds[name, engine] = compile_model(CompileOptions(
                 target="host", model=str(onnx), database="none", default_schedules=defaults,
                 out=str(work / f"{name}-{defaults}")))
         image_of[name] = bench_image(tuple(builds[name, "TVM default schedules"].sidecar["inputs"][0]["shape"]))
     timers = {}
     for name in names:
-        for engine in ENGINES:
+        for engine in engines:
             timers[name, engine] = tvm_timer(Model(builds[name, engine].library))
         timers[name, "ONNX Runtime"] = onnxruntime_timer(paths.exported_onnx(name), threads, image_of[name])
-    rounds, per_round = interleaving(args.runs, per_round=2)
-    say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of {per_round} runs")
+    rounds, per_round = interleaving(args.runs)
+    say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of a block of {per_round} runs each")
     times = measure(timers, rounds, per_round, warmup=2)
     host = machine()
     models = {}
     for name in names:
-        rows = table({engine: times[name, engine] for engine in ("ONNX Runtime", *ENGINES)})
+        rows = table({engine: times[name, engine] for engine in ("ONNX Runtime", *engines)})
         built = builds[name, "TVM default schedules"].sidecar
         models[name] = {"engines": rows, "kernels_default": built["tuning"]["kernels_default"],
                         "kernels_total": built["tuning"]["kernels_total"], "build_seconds": built["build_seconds"]}
     geomean = {engine: math.exp(sum(math.log(models[n]["engines"][engine]["ratio_vs_onnxruntime"]) for n in names)
-                                / len(names)) for engine in ENGINES}
-    command = (f"bench/default_schedules.py --models {args.models} --runs {args.runs}"
+                                / len(names)) for engine in engines}
+    worst = {engine: max(models[n]["engines"][engine]["ratio_vs_onnxruntime"] for n in names) for engine in engines}
+    command = (f"bench/default_schedules.py --models {args.models} --engines {args.engines} --runs {args.runs}"
                + (f" --json {args.json}" if args.json else ""))
     report = {"target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
               "threads": threads, "runs_per_engine": rounds * per_round, "command": command, "models": models,
-              "geomean_vs_onnxruntime": geomean}
+              "engines": list(engines), "geomean_vs_onnxruntime": geomean, "worst_vs_onnxruntime": worst,
+              "pause_before_block_s": BLOCK_PAUSE_S, "runs_per_block": per_round}
     publish(report, args.json, render=render)
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mobilenetv3_large,mobileone_s1,fbnet_c,mobilevit_xs,attendnext",
-                        help="registered models, exported to ONNX and compiled from the file (comma list)")
+    parser.add_argument("--models", default=REGISTERED,
+                        help="registered models or user backbones (`user`: all eight), exported to ONNX and compiled "
+                             "from the file (comma list)")
+    parser.add_argument("--engines", default="both", help="`both` (default schedules and bare loop nests) or "
+                                                          "`defaults` (default schedules only)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per engine and model")
     parser.add_argument("--json", help="write the report here (and Markdown beside it)")
     args = parser.parse_args()

@@ -45,7 +45,7 @@ class CompileOptions:
     quantize: Optional[str] = None  # "int8": quantize the float model first (compiler/frontend/quantize.py)
     calibration: Optional[str] = None  # with quantize: a folder of .npy arrays or images; None: seeded random
     dump_ir: Optional[str] = None
-    vector_exp: bool = True  # False: exp/sigmoid through libm, one call per lane (bench/fast_math.py)
+    vector_exp: bool = True  # False: exp/sigmoid/erf through libm, one call per lane (bench/fast_math.py)
     # Kernels no database record covers get the target's default schedule (schedules/defaults.py); False
     # leaves them as TVM's bare loop nests (one thread), for comparison.
     default_schedules: bool = True

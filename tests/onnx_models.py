@@ -12,6 +12,8 @@ import onnx
 import torch
 from torch import nn
 
+from compiler.bench.user_backbones import ConvNeXtBlock, LayerNorm2d  # ConvNeXt's block, as the user backbone has it
+
 
 class TinyCNN(nn.Module):
     def __init__(self):
@@ -81,26 +83,6 @@ class ViTMini(nn.Module):
             x = x + self.attention(layer, layer["norm1"](x))
             x = x + layer["mlp"](layer["norm2"](x))
         return self.head(self.norm(x).mean(dim=1))
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over channels of an NCHW map, through permutes, as torchvision's ConvNeXt has it."""
-
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.depthwise = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
-
-    def forward(self, x):
-        y = self.mlp(self.norm(self.depthwise(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
-        return x + self.layer_scale * y
 
 
 class ConvNeXtMini(nn.Module):

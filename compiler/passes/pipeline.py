@@ -215,7 +215,7 @@ def finish_layout(mod, target, layout: str, dump_dir: Optional[str] = None):
 
 
 def build(mod, target, dump_dir: Optional[str] = None, vector_exp: bool = True):
-    """Phase 3 and code generation: a VM executable for `target`, with exp/sigmoid as vector arithmetic
+    """Phase 3 and code generation: a VM executable for `target`, with exp/sigmoid/erf as vector arithmetic
     (compiler/passes/fast_math.py) unless `vector_exp` is False (libm, for comparison)."""
     import tvm
 

@@ -23,7 +23,7 @@ from compiler.passes.fast_math import install
 
 def build_candidate(mod, target, _params):
     """Build one scheduled candidate; the schedule is already tensorized, so no intrinsics import.
-    Candidates are compiled with the same exp/sigmoid lowering as the final build (compiler/passes/fast_math.py),
+    Candidates are compiled with the same exp/sigmoid/erf lowering as the final build (compiler/passes/fast_math.py),
     so tuning ranks schedules by the cost they will have in the shipped library."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock

@@ -409,7 +409,7 @@ def _identity(preset, device: dict, model_sha256: str, fingerprint: dict, option
         "device": device, "tvm_version": tvm.__version__, "model_sha256": model_sha256,
         "fusion": fingerprint["fusion"], "pipeline": fingerprint, "budget": options.trials,
         "measurement_inputs": "float tensors uniform in [-1, 1) (compiler/tuning/measure_inputs.py)",
-        "codegen": "exp and sigmoid lowered to a vectorised polynomial (compiler/passes/fast_math.py)",
+        "codegen": "exp, sigmoid and erf lowered to vectorised polynomials (compiler/passes/fast_math.py)",
         "note": (estimate_runner.label(preset) if options.no_board
                  else "measured under qemu emulation: NOT a real board's timings" if device.get("emulated")
                  else "measured on the device described here"),

@@ -1,4 +1,6 @@
-"""compiler/passes/fast_math.py: exp and sigmoid lowered to vector arithmetic, as accurate as libm's in float32."""
+"""compiler/passes/fast_math.py: exp, sigmoid and erf lowered to vector arithmetic, as accurate as libm's in float32."""
+import math
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,7 @@ def build(function: str, lanes: int):
 
 
 @pytest.mark.parametrize("lanes", [1, 16])
-@pytest.mark.parametrize("function", ["exp", "sigmoid"])
+@pytest.mark.parametrize("function", ["exp", "sigmoid", "erf"])
 def test_matches_float64_reference(function, lanes):
     import tvm
 
@@ -40,13 +42,20 @@ def test_matches_float64_reference(function, lanes):
         expected = np.exp(wide[inside])
         assert np.max(np.abs(got[inside] - expected) / expected) < 5e-7
         assert np.all(got[wide > 89] > 1e38) and np.all(got[wide < -88] < 1e-37)
+    elif function == "erf":
+        expected = np.array([math.erf(v) for v in wide])
+        assert np.max(np.abs(got - expected)) < 3e-7
+        near = (np.abs(wide) < 1) & (wide != 0)  # where the result is small, its relative error too
+        assert np.max(np.abs(got[near] - expected[near]) / np.abs(expected[near])) < 2e-6
+        assert np.all(np.abs(got) <= 1) and got[wide == 0].tolist() == [0.0] * int(np.sum(wide == 0))
     else:
         expected = 1.0 / (1.0 + np.exp(-wide))
         assert np.max(np.abs(got - expected)) < 2e-7
         assert np.all((got >= 0) & (got <= 1))
 
 
-def test_vector_code_calls_no_libm_exp():
-    library, _ = build("sigmoid", 16)
+@pytest.mark.parametrize("function, libm", [("sigmoid", "expf"), ("erf", "erff")])
+def test_vector_code_calls_no_libm(function, libm):
+    library, _ = build(function, 16)
     assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")
-    assert "expf" not in assembly
+    assert libm not in assembly
