@@ -127,6 +127,29 @@ class KernelClasses(nn.Module):
         return self.head(torch.cat([(attention @ tokens).mean(dim=1), deep.mean(dim=(2, 3))], dim=1))
 
 
+class RowReductions(nn.Module):
+    """Kernels that reduce rows (schedules/row_reductions.py): a mean over a 28x28 map (rows of 784), a layer
+    norm over 40 channels of 49 tokens, a softmax over rows of 24, a mean over a 7x7 map (rows of 49: partial
+    sums of 7 lanes on x86, none on NEON), and a softmax over rows of 197, a prime no partial sums divide (the
+    generic schedule takes it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(8, 40, 1)
+        self.norm = nn.LayerNorm(40)
+        self.head = nn.Linear(40 + 8 + 24 + 8 + 40, 10)
+
+    def forward(self, x):                                              # (1, 8, 28, 28)
+        wide = x.mean(dim=(2, 3))                                      # rows of 784
+        small = nn.functional.avg_pool2d(self.expand(x), 4)            # (1, 40, 7, 7)
+        tokens = self.norm(small.flatten(2).transpose(1, 2))           # (1, 49, 40)
+        scores = torch.softmax(tokens[:, :, :24] * 2.0, dim=-1)        # rows of 24
+        rows = x.flatten(2)[:, :, :197]
+        prime = (torch.softmax(rows, dim=-1) * rows).sum(dim=-1)       # rows of 197
+        return self.head(torch.cat([tokens.mean(dim=1), wide, scores.mean(dim=1), prime, small.mean(dim=(2, 3))],
+                                   dim=1))
+
+
 class SiLUColumns(nn.Module):
     """AttendNeXt's columns in small: grouped 3x3 convolutions with SiLU between (int8: pair-sums products whose
     SiLU tables run on their rows, the second reading the first's rows), then a depthwise convolution (it reads
@@ -152,6 +175,7 @@ MODELS = {
     "convnext_mini": (ConvNeXtMini, (1, 3, 32, 32), True),
     "kernel_classes": (KernelClasses, (1, 16, 16, 16), False),
     "silu_columns": (SiLUColumns, (1, 16, 16, 16), False),
+    "row_reductions": (RowReductions, (1, 8, 28, 28), False),
 }
 
 

@@ -1,0 +1,28 @@
+"""schedules/row_reductions.py: a kernel that reduces rows runs one row per parallel job, its reductions in vector
+partial sums, and computes what ONNX Runtime computes, on the host and on the emulated Pi."""
+import re
+
+import pytest
+
+from test_defaults import build, default_plans
+
+
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_layer_norm_softmax_and_long_means_take_the_row_schedule(tmp_path, target):
+    """The layer norm, the softmax over rows of 24 and the mean over 784 pixels take it on both ISAs; the softmax
+    over rows of 197 (prime) never does, and the mean over 49 pixels only where 7-lane partial sums fit a vector."""
+    notes, _ = default_plans(tmp_path, "row_reductions", target)
+    rows = {name: note for name, note in notes.items() if note.startswith("row reductions")}
+    assert any(name.startswith("layer_norm") for name in rows), notes
+    assert any("softmax" in name and "of 24" in note for name, note in rows.items()), notes
+    assert any("of 784" in note for note in rows.values()), notes
+    assert not any("of 197" in note for note in rows.values()), notes
+    assert any("of 49" in note for note in rows.values()) == (target == "host"), notes
+
+
+@pytest.mark.parametrize("target", ["host", pytest.param("rpi4", marks=[pytest.mark.slow, pytest.mark.emulated])])
+def test_row_reductions_match_onnxruntime(tmp_path, target):
+    result, sidecar, _ = build(tmp_path, "row_reductions", target, "--verify")
+    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 1e-4, result.stdout
