@@ -49,6 +49,9 @@ class CompileOptions:
     # Kernels no database record covers get the target's default schedule (schedules/defaults.py); False
     # leaves them as TVM's bare loop nests (one thread), for comparison.
     default_schedules: bool = True
+    # False: kernels that reduce rows take MetaSchedule's generic space like the rest (schedules/row_reductions.py),
+    # for comparison (bench/row_reductions.py).
+    row_reductions: bool = True
 
 
 FLOAT_TOLERANCE = 1e-4
@@ -174,7 +177,8 @@ class BuildPlan:
             note(f"      no tuning database for {preset.name}/{tuning_db.cpu_of(preset)}/{self.model.name}")
         defaulted = []
         if options.default_schedules and len(tuned) < len(self.kernels):
-            mod, defaulted, failed = pipeline.apply_default_schedules(mod, target, dump)
+            mod, defaulted, failed = pipeline.apply_default_schedules(mod, target, dump,
+                                                                           row_reductions=options.row_reductions)
             note(f"      default schedules for {len(defaulted)} of {len(self.kernels)} kernels"
                  + (f" ({len(failed)} left as plain loop nests: {', '.join(failed[:3])}"
                     f"{' ...' if len(failed) > 3 else ''})" if failed else "")

@@ -51,6 +51,7 @@ class Options:
     unroll_elementwise: int = 16  # unroll_explicit for kernels without a tiled block
     compute_location: int = -1  # SampleComputeLocation: -1 root (keep producer materialised)
     max_unroll: int = 512  # cap on unroll_explicit (64 builds x86 libraries ~20x faster and runs them ~2x slower)
+    row_reductions: bool = True  # kernels that reduce rows: schedules/row_reductions.py (False: the generic space)
 
 
 class _Decider:
@@ -286,7 +287,7 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
         scheduled = table_reads.schedule(mod)
         if scheduled is not None:
             return scheduled[0], KernelResult(name, True, -1, scheduled[1], time.perf_counter() - started)
-    rows = row_reductions.schedule(mod, machine.lanes)
+    rows = row_reductions.schedule(mod, machine.lanes) if options.row_reductions else None
     if rows is not None:
         return rows[0], KernelResult(name, True, -1, rows[1], time.perf_counter() - started)
     ctx = _context(mod, target, name)

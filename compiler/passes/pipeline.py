@@ -192,7 +192,7 @@ def unschedule(mod, tunable, names) -> object:
     return mod
 
 
-def apply_default_schedules(mod, target, dump_dir: Optional[str] = None):
+def apply_default_schedules(mod, target, dump_dir: Optional[str] = None, row_reductions: bool = True):
     """Phase 2a: every kernel still without a schedule (no database, or none of its records matched) gets the
     deterministic default schedule for `target` (schedules/defaults.py). Returns (module, kernels scheduled here,
     kernels the defaults could not schedule, left as bare loop nests)."""
@@ -201,7 +201,8 @@ def apply_default_schedules(mod, target, dump_dir: Optional[str] = None):
 
     schedules.register()  # the DC-AC rules take part in the design spaces of the kernels they annotate
     before = set(scheduled_kernel_names(mod))
-    database, results = defaults.default_database(mod, target, skip=before)
+    database, results = defaults.default_database(mod, target, defaults.Options(row_reductions=row_reductions),
+                                                  skip=before)
     mod = apply_database(mod, target, database, dump_dir=None)
     _dump(mod, dump_dir, "2a-default")
     made = sorted(set(scheduled_kernel_names(mod)) - before)
