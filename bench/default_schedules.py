@@ -3,7 +3,7 @@
 ONNX Runtime on this machine in one run (interleaved rounds, same thread count).
 
     .venv/bin/python bench/default_schedules.py --runs 20 --json bench/results/default-schedules-<cpu>.json
-    .venv/bin/python bench/default_schedules.py --models user --engines defaults --runs 30 \
+    .venv/bin/python bench/default_schedules.py --models user,registered --engines rows --runs 30 \
         --json bench/results/user-backbones-<cpu>.json
 
 Each model is exported to ONNX and compiled from the file, as a user's own model is: no database of this
@@ -30,8 +30,13 @@ from compiler.bench import user_backbones  # noqa: E402
 from compiler.frontend.onnx_export import export_attendnext, export_registered  # noqa: E402
 from compiler.output import say  # noqa: E402
 
-ENGINES = {"TVM default schedules": True, "TVM bare loop nests": False}
-ENGINE_CHOICES = {"defaults": ["TVM default schedules"], "both": list(ENGINES)}
+# engine -> the CompileOptions it is built with (beyond --database none)
+ENGINES = {"TVM default schedules": {},
+           "TVM bare loop nests": {"default_schedules": False},
+           "TVM default schedules, generic row kernels": {"row_reductions": False}}
+ENGINE_CHOICES = {"defaults": ["TVM default schedules"],
+                  "both": ["TVM default schedules", "TVM bare loop nests"],
+                  "rows": ["TVM default schedules", "TVM default schedules, generic row kernels"]}
 REGISTERED = "mobilenetv3_large,mobileone_s1,fbnet_c,mobilevit_xs,attendnext"
 
 
@@ -44,17 +49,24 @@ def export(name: str) -> Path:
 
 
 def model_names(spec: str) -> list:
-    """A comma list of registered models and user backbones; `user` stands for the eight user backbones."""
+    """A comma list of registered models and user backbones; `user` stands for the eight user backbones and
+    `registered` for the five registered models."""
     names = []
     for name in (n.strip() for n in spec.split(",") if n.strip()):
         if name == "user":
             names += list(user_backbones.BACKBONES)
+        elif name == "registered":
+            names += REGISTERED.split(",")
         elif name in user_backbones.BACKBONES:
             names.append(name)
         else:
             zoo.lookup(name)  # a one-line error naming the registered models
             names.append(name)
     return list(dict.fromkeys(names))
+
+
+def _geomean(models: dict, names: list, engine: str) -> float:
+    return math.exp(sum(math.log(models[n]["engines"][engine]["ratio_vs_onnxruntime"]) for n in names) / len(names))
 
 
 def render(report: dict) -> str:
@@ -69,10 +81,11 @@ def render(report: dict) -> str:
                  for e in engines]
         lines.append(f"| {name} | {row['engines']['ONNX Runtime']['median_ms']:.2f} | " + " | ".join(cells)
                      + f" | {row['kernels_default']} of {row['kernels_total']} | {row['build_seconds']:.0f} |")
-    lines += ["", "Geometric mean of the ratios to ONNX Runtime: " + ", ".join(
-        f"{e} {report['geomean_vs_onnxruntime'][e]:.2f}x" for e in engines) + "; worst: " + ", ".join(
-        f"{e} {report['worst_vs_onnxruntime'][e]:.2f}x" for e in engines) + ".",
-        "", f"Each engine timed in {report['runs_per_engine'] // report['runs_per_block']} interleaved blocks of "
+    for group, summary in report["groups"].items():
+        lines += ["", f"The {len(summary['models'])} {group}, geometric mean of the ratios to ONNX Runtime: " + ", ".join(
+            f"{e} {summary['geomean_vs_onnxruntime'][e]:.2f}x" for e in engines) + "; worst: " + ", ".join(
+            f"{e} {summary['worst_vs_onnxruntime'][e]:.2f}x" for e in engines) + "."]
+    lines += ["", f"Each engine timed in {report['runs_per_engine'] // report['runs_per_block']} interleaved blocks of "
         f"{report['runs_per_block']} runs, with a {report['pause_before_block_s']} s pause before each block. "
         f"Machine: {report['machine']['cpu_model']} ({report['machine']['llvm_cpu']}), commit {report['machine']['commit']}."]
     return "\n".join(lines) + "\n"
@@ -92,10 +105,9 @@ def run(args) -> int:
     image_of, builds = {}, {}
     for name in names:
         onnx = export(name)
-        for engine, defaults in engines.items():
+        for k, (engine, overrides) in enumerate(engines.items()):
             builds[name, engine] = compile_model(CompileOptions(
-                target="host", model=str(onnx), database="none", default_schedules=defaults,
-                out=str(work / f"{name}-{defaults}")))
+                target="host", model=str(onnx), database="none", out=str(work / f"{name}-{k}"), **overrides))
         image_of[name] = bench_image(tuple(builds[name, "TVM default schedules"].sidecar["inputs"][0]["shape"]))
     timers = {}
     for name in names:
@@ -112,14 +124,18 @@ def run(args) -> int:
         built = builds[name, "TVM default schedules"].sidecar
         models[name] = {"engines": rows, "kernels_default": built["tuning"]["kernels_default"],
                         "kernels_total": built["tuning"]["kernels_total"], "build_seconds": built["build_seconds"]}
-    geomean = {engine: math.exp(sum(math.log(models[n]["engines"][engine]["ratio_vs_onnxruntime"]) for n in names)
-                                / len(names)) for engine in engines}
-    worst = {engine: max(models[n]["engines"][engine]["ratio_vs_onnxruntime"] for n in names) for engine in engines}
+    groups = {"user backbones": [n for n in names if n in user_backbones.BACKBONES],
+              "registered models": [n for n in names if n not in user_backbones.BACKBONES]}
+    summary = {group: {"models": members,
+                       "geomean_vs_onnxruntime": {e: _geomean(models, members, e) for e in engines},
+                       "worst_vs_onnxruntime": {e: max(models[n]["engines"][e]["ratio_vs_onnxruntime"] for n in members)
+                                                for e in engines}}
+               for group, members in groups.items() if members}
     command = (f"bench/default_schedules.py --models {args.models} --engines {args.engines} --runs {args.runs}"
                + (f" --json {args.json}" if args.json else ""))
     report = {"target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
               "threads": threads, "runs_per_engine": rounds * per_round, "command": command, "models": models,
-              "engines": list(engines), "geomean_vs_onnxruntime": geomean, "worst_vs_onnxruntime": worst,
+              "engines": list(engines), "groups": summary,
               "pause_before_block_s": BLOCK_PAUSE_S, "runs_per_block": per_round}
     publish(report, args.json, render=render)
     return 0
@@ -130,8 +146,9 @@ def main() -> int:
     parser.add_argument("--models", default=REGISTERED,
                         help="registered models or user backbones (`user`: all eight), exported to ONNX and compiled "
                              "from the file (comma list)")
-    parser.add_argument("--engines", default="both", help="`both` (default schedules and bare loop nests) or "
-                                                          "`defaults` (default schedules only)")
+    parser.add_argument("--engines", default="both", help="`both` (default schedules and bare loop nests), "
+                                                          "`defaults` (default schedules only) or `rows` (default "
+                                                          "schedules with and without schedules/row_reductions.py)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per engine and model")
     parser.add_argument("--json", help="write the report here (and Markdown beside it)")
     args = parser.parse_args()
