@@ -19,11 +19,12 @@ import numpy as np
 
 from compiler.artifact.runtime import Model
 from compiler.device import verify
-from compiler.device.session import open_session
+from compiler.device.session import SESSION_TIMEOUT, open_session
 
 QUALITY_INPUTS = 128
 SQNR_MARGIN_DB = 0.5
 TOP1_MARGIN = 0.05
+INPUTS_PER_SESSION_TIMEOUT = 16  # a session's time limit (device/session.py) is granted per so many inputs
 
 
 @dataclass
@@ -72,7 +73,9 @@ def measure(library_path, float_path, qdq_model, preset, tracker: Optional[str] 
     inputs = inputs if inputs is not None else seeded_inputs(spec)
     reference = verify.first_outputs(float_path, spec.name, inputs)
     onnxruntime_int8 = verify.first_outputs(qdq_model.path, spec.name, inputs)
-    with open_session(preset, tracker) as session:
+    # one session runs every input: on the emulated Pi an int8 MobileViT takes seconds per inference
+    timeout = SESSION_TIMEOUT * math.ceil(len(inputs) / INPUTS_PER_SESSION_TIMEOUT)
+    with open_session(preset, tracker, timeout=timeout) as session:
         model = Model(library_path, session=session)
         tvm_int8 = np.stack([model.run(x)[0] for x in inputs])
     return Quality(len(inputs), source, sqnr_db(reference, tvm_int8), sqnr_db(reference, onnxruntime_int8),
