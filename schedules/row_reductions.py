@@ -47,10 +47,10 @@ def _reduces_rows(block) -> Optional[int]:
         used = [any(_uses(i, v) for v in reduced) for i in indices]
         if not any(used):
             continue
-        head, tail = indices[:len(indices) - len(reduction)], indices[len(indices) - len(reduction):]
-        if (len(indices) < len(reduction) or not all(isinstance(i, Var) and i.same_as(iv.var)
-                                                     for i, iv in zip(tail, reduction))
-                or any(used[:len(head)])
+        leading = len(indices) - len(reduction)  # the row's own indices, before the reduced ones
+        if (leading < 0 or not all(isinstance(i, Var) and i.same_as(iv.var)
+                                   for i, iv in zip(indices[leading:], reduction))
+                or any(used[:leading])
                 or math.prod(int(d) for d in region.source.shape) != rows * length):
             return None
         reads_rows = True
@@ -105,11 +105,12 @@ def schedule(mod, lanes: int) -> Optional[Tuple[object, str]]:
     if len(blocks) < 2:
         return None
     steps = [sch.get(block) for block in blocks]
-    if any(_iter_kinds(steps[-1])) or not any(any(_iter_kinds(step)) for step in steps[:-1]):
+    reduces = [any(_iter_kinds(step)) for step in steps]
+    if reduces[-1] or not any(reduces):
         return None
     lengths, spatial_counts = [], set()
-    for step in steps[:-1]:
-        if any(_iter_kinds(step)):
+    for step, reducing in zip(steps[:-1], reduces):
+        if reducing:
             length = _reduces_rows(step)
             if length is None or length < MIN_ROW:
                 return None
@@ -125,8 +126,8 @@ def schedule(mod, lanes: int) -> Optional[Tuple[object, str]]:
         rows = sch.fuse(*out_loops[:row_axes]) if row_axes > 1 else out_loops[0]
         _vectorise_tail(sch, list(sch.get_loops(blocks[-1]))[1:], lanes)
         widths, partials = [], []
-        for block, step in zip(reversed(blocks[:-1]), reversed(steps[:-1])):
-            if not any(_iter_kinds(step)):
+        for block, step, reducing in reversed(list(zip(blocks[:-1], steps, reduces))):
+            if not reducing:
                 sch.compute_at(block, rows)
                 _vectorise_tail(sch, list(sch.get_loops(block))[1:], lanes)
                 continue
@@ -136,7 +137,7 @@ def schedule(mod, lanes: int) -> Optional[Tuple[object, str]]:
             if width is None:
                 return None  # a scalar chain per row: the generic schedule's vectors over rows do better
             widths.append(width)
-            outer, inner = sch.split(fused, [None, width])
+            inner = sch.split(fused, [None, width])[1]
             partial = sch.rfactor(inner, factor_axis=len(step.writes[0].source.shape))
             sch.compute_at(block, rows)
             sch.compute_at(partial, rows)

@@ -12,7 +12,7 @@ import onnx
 import torch
 from torch import nn
 
-from compiler.bench.user_backbones import ConvNeXtBlock, LayerNorm2d  # ConvNeXt's block, as the user backbone has it
+from compiler.bench.user_backbones import ConvNeXtBlock, LayerNorm2d, with_batchnorm_statistics
 
 
 class TinyCNN(nn.Module):
@@ -183,11 +183,7 @@ def export(name, path, seed=0):
     """Export model `name` with seeded weights (and non-trivial BatchNorm statistics) to `path`."""
     constructor, shape, dynamic_batch = MODELS[name]
     torch.manual_seed(seed)
-    model = constructor().eval()
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
+    model = with_batchnorm_statistics(constructor().eval())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, torch.randn(shape), str(path), dynamo=False, opset_version=17,

@@ -299,15 +299,20 @@ BACKBONES = {
 }
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
-    """The backbone `name` in eval mode, its weights seeded and its BatchNorm statistics non-trivial."""
-    torch.manual_seed(seed)
-    model = BACKBONES[name]().eval()
+def with_batchnorm_statistics(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics (a fresh layer's mean 0 and variance 1 would hide a folding error), drawn
+    from torch's seeded generator."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 1.5)
     return model
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """The backbone `name` in eval mode, its weights seeded and its BatchNorm statistics non-trivial."""
+    torch.manual_seed(seed)
+    return with_batchnorm_statistics(BACKBONES[name]().eval())
 
 
 def export(name: str, path: Path) -> Path:
