@@ -36,7 +36,8 @@ import tvm
 from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 
-from schedules import intrinsics as intrinsics_module, pair_sums, row_reductions, table_reads, tensorized_loops
+from schedules import (intrinsics as intrinsics_module, pair_sums, row_reductions, table_reads, tensorized_loops,
+                       tile_padding)
 from schedules.machine import Machine, divisors, machine_of  # noqa: F401 - machine_of: the defaults' public API
 from schedules.tile_plans import TilePlan, plan_block
 
@@ -52,6 +53,7 @@ class Options:
     compute_location: int = -1  # SampleComputeLocation: -1 root (keep producer materialised)
     max_unroll: int = 512  # cap on unroll_explicit (64 builds x86 libraries ~20x faster and runs them ~2x slower)
     row_reductions: bool = True  # kernels that reduce rows: schedules/row_reductions.py (False: the generic space)
+    pad_products: bool = True  # products no good tile divides, padded (schedules/tile_padding.py)
 
 
 class _Decider:
@@ -290,8 +292,32 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
     rows = row_reductions.schedule(mod, machine.lanes) if options.row_reductions else None
     if rows is not None:
         return rows[0], KernelResult(name, True, -1, rows[1], time.perf_counter() - started)
-    ctx = _context(mod, target, name)
+    padding = tile_padding.choose(mod, machine) if options.pad_products else None
+    if padding is not None:
+        sch, result = _planned_schedule(mod, target, machine, options, name, started, padding)
+        if sch is not None:
+            return sch, result
+    return _planned_schedule(mod, target, machine, options, name, started)
+
+
+def _pad(sch, padding) -> None:
+    """Apply a padding of schedules/tile_padding.py (or none) to a fresh schedule of the task."""
+    if padding is not None:
+        sch.pad_einsum(sch.get_sblock(padding[0]), padding[1])
+
+
+def _planned_schedule(mod, target, machine: Machine, options: Options, name: str, started: float, padding=None):
+    """(schedule or None, KernelResult): the task's design spaces replayed with the tile plans' decisions, on
+    the padded domain when `padding` (block, factors, note) is given."""
+    if padding is not None:
+        padded = tvm.s_tir.Schedule(mod)
+        _pad(padded, padding)
+        ctx = _context(padded.mod, target, name)
+    else:
+        ctx = _context(mod, target, name)
     spaces = list(ctx.generate_design_space())
+    if padding is not None and any(_tensorized(space) for space in spaces):
+        return None, KernelResult(name, False, -1, "a tensorized product is not padded")
     if any(_tensorized(space) for space in spaces) and _packed_product(mod):
         sch, note = _tensorized_schedule(mod, target, spaces, list(ctx.space_generator.postprocs))
         if sch is not None:
@@ -300,7 +326,7 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
         # the plans tile and vectorise plain blocks: any other product takes the spaces without the intrinsic
         # rules (TVM's NEON dot-product intrinsics leave the weight tile's strides free, so on a convolution's
         # unpacked weights they would build and compute the wrong sums)
-        ctx = _context(mod, target, name, intrinsics=False)
+        ctx = _context(ctx.mod, target, name, intrinsics=False)
         spaces = list(ctx.generate_design_space())
     postprocs = list(ctx.space_generator.postprocs)
     order = sorted(range(len(spaces)), key=lambda k: _space_rank(spaces[k]), reverse=True)
@@ -315,6 +341,7 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
                 + [(k, dataclasses.replace(options, compute_location=None), "all") for k in ranked])
     for k, opts, checks in attempts:
         sch = tvm.s_tir.Schedule(mod, debug_mask=checks, enable_check=True)
+        _pad(sch, padding)
         decider = _Decider(sch, machine, opts)
         try:
             spaces[k].trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=decider)
@@ -341,7 +368,7 @@ def schedule_task(mod, target, machine: Machine, options: Options, name: str = "
         if refused is not None:
             errors.append(f"space {k}: {refused}")
             continue
-        note = "; ".join(p.note for p in decider.plans)
+        note = "; ".join(p.note for p in decider.plans) + (f" {padding[2]}" if padding is not None else "")
         padded = sch.copy()
         try:
             if _split_padding(padded, machine):

@@ -150,6 +150,21 @@ class RowReductions(nn.Module):
                                    dim=1))
 
 
+class PaddedProducts(nn.Module):
+    """Products no tile divides (schedules/tile_padding.py): a vision transformer's 197 tokens (a prime) through a
+    dense layer, attention scores over 197 columns and their product with the values, on narrow widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(24, 3 * 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):                                              # (1, 197, 24)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)                         # 197 rows of 24 -> 48
+        scores = torch.softmax(q @ k.transpose(1, 2) * 0.25, dim=-1)   # (1, 197, 197)
+        return self.head((scores @ v).mean(dim=1))
+
+
 class SiLUColumns(nn.Module):
     """AttendNeXt's columns in small: grouped 3x3 convolutions with SiLU between (int8: pair-sums products whose
     SiLU tables run on their rows, the second reading the first's rows), then a depthwise convolution (it reads
@@ -176,6 +191,7 @@ MODELS = {
     "kernel_classes": (KernelClasses, (1, 16, 16, 16), False),
     "silu_columns": (SiLUColumns, (1, 16, 16, 16), False),
     "row_reductions": (RowReductions, (1, 8, 28, 28), False),
+    "padded_products": (PaddedProducts, (1, 197, 24), False),
 }
 
 

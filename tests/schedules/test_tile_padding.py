@@ -1,0 +1,54 @@
+"""schedules/tile_padding.py: products over 197 tokens (a prime no tile divides) are computed on a padded domain,
+with register rows and whole vectors, and compute what ONNX Runtime computes, on the host and on the emulated Pi."""
+import re
+
+import pytest
+
+from test_defaults import build, default_plans
+
+
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_products_over_a_prime_are_padded(tmp_path, target):
+    notes, _ = default_plans(tmp_path, "padded_products", target)
+    products = {name: note for name, note in notes.items() if "matmul" in name}
+    padded = {name: note for name, note in products.items() if "padded 197->" in note}
+    assert len(padded) >= 2, products  # the dense layer's rows and the attention products
+    for note in padded.values():
+        rows = re.search(r"reg=\{'v_i\d': (\d+)\}", note)
+        assert rows and int(rows.group(1)) >= 4, note  # a register tile of rows, where 197 gave one
+
+
+def test_padding_is_chosen_only_where_it_pays():
+    """A product whose rows and columns divide well keeps its plan; a prime is padded by little."""
+    from tvm.script import tirx as T
+
+    from schedules import tile_padding
+    from schedules.machine import Machine
+
+    def product(rows):
+        @T.prim_func(s_tir=True)
+        def main(a: T.Buffer((rows, 64), "float32"), b: T.Buffer((64, 128), "float32"),
+                 c: T.Buffer((rows, 128), "float32")):
+            for i, j, k in T.grid(rows, 128, 64):
+                with T.sblock("matmul"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    with T.init():
+                        c[vi, vj] = T.float32(0)
+                    c[vi, vj] = c[vi, vj] + a[vi, vk] * b[vk, vj]
+        return main
+
+    machine = Machine(lanes=16, vector_registers=32, cores=2, is_arm=False)
+    import tvm
+    assert tile_padding.choose(tvm.IRModule({"main": product(196)}), machine) is None
+    chosen = tile_padding.choose(tvm.IRModule({"main": product(197)}), machine)
+    assert chosen is not None and chosen[0] == "matmul"
+    padded = -(-197 // chosen[1][0]) * chosen[1][0]
+    assert 197 < padded <= 197 * (1 + tile_padding.MAX_WASTE), chosen
+
+
+@pytest.mark.parametrize("target", ["host", pytest.param("rpi4", marks=[pytest.mark.slow, pytest.mark.emulated])])
+def test_padded_products_match_onnxruntime(tmp_path, target):
+    result, sidecar, _ = build(tmp_path, "padded_products", target, "--verify")
+    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 1e-4, result.stdout
