@@ -20,25 +20,19 @@ def test_products_over_a_prime_are_padded(tmp_path, target):
 
 def test_padding_is_chosen_only_where_it_pays():
     """A product whose rows and columns divide well keeps its plan; a prime is padded by little."""
-    from tvm.script import tirx as T
+    import tvm
+    from tvm import te
 
     from schedules import tile_padding
     from schedules.machine import Machine
 
     def product(rows):
-        @T.prim_func(s_tir=True)
-        def main(a: T.Buffer((rows, 64), "float32"), b: T.Buffer((64, 128), "float32"),
-                 c: T.Buffer((rows, 128), "float32")):
-            for i, j, k in T.grid(rows, 128, 64):
-                with T.sblock("matmul"):
-                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    with T.init():
-                        c[vi, vj] = T.float32(0)
-                    c[vi, vj] = c[vi, vj] + a[vi, vk] * b[vk, vj]
-        return main
+        a, b = te.placeholder((rows, 64), name="a"), te.placeholder((64, 128), name="b")
+        k = te.reduce_axis((0, 64), name="k")
+        c = te.compute((rows, 128), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="matmul")
+        return te.create_prim_func([a, b, c])
 
     machine = Machine(lanes=16, vector_registers=32, cores=2, is_arm=False)
-    import tvm
     assert tile_padding.choose(tvm.IRModule({"main": product(196)}), machine) is None
     chosen = tile_padding.choose(tvm.IRModule({"main": product(197)}), machine)
     assert chosen is not None and chosen[0] == "matmul"
