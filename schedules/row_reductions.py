@@ -11,6 +11,8 @@ ran at 2.02x ONNX Runtime's time and a mean over 56x56 pixels at 3.12x; with thi
 Here every row is one parallel job that does all the kernel's steps in turn: each reduction is split into
 vector partial sums (up to four vectors of lanes, `rfactor`), then summed across the partial sums, and the
 row's output is written in vectors along the row. The row statistics stay in registers; no index is divided.
+A row that no partial sums divide (197 tokens) is summed in whole vectors and a partial last one, each step in
+a row-parallel loop of its own (_separate_stages).
 Kernels whose reductions read any element twice (products, convolutions: the tiled plans take those) or reduce
 an axis that is not innermost are left to the generic schedules.
 """
@@ -20,6 +22,9 @@ import math
 from typing import Optional, Tuple
 
 MIN_ROW = 8  # shorter rows: a scalar chain costs about what a vector's horizontal sum does
+# A loop whose last step is partial (a row of 197 in vectors of 16) carries this hint: TVM's LoopPartition then
+# splits that step off, so the whole vectors run with no condition and only the last one is predicated
+PARTITION_HINT = "pragma_loop_partition_hint"
 
 
 def _iter_kinds(block) -> list:
@@ -92,8 +97,53 @@ def _vectorise_tail(sch, loops, lanes: int) -> None:
     if extent <= 1:
         return
     if extent > 4 * lanes:
-        inner = sch.split(inner, [None, 4 * lanes])[1]
+        outer, inner = sch.split(inner, [None, 4 * lanes])
+        if extent % (4 * lanes):
+            sch.annotate(outer, PARTITION_HINT, 1)
     sch.vectorize(inner)
+
+
+def _leading_loops(sch, loops, rows: int) -> Optional[int]:
+    """How many leading loops cover exactly `rows` iterations (None when no prefix does)."""
+    covered = 1
+    for k, loop in enumerate(loops):
+        covered *= int(sch.get(loop).extent)
+        if covered == rows:
+            return k + 1
+        if covered > rows:
+            return None
+    return None
+
+
+def _separate_stages(sch, blocks, reduces, row_axes: int, rows: int, lanes: int) -> None:
+    """Rows that no partial sums divide (197 tokens): whole vectors of partial sums and a partial last one. The
+    partial one's condition is a block predicate, which compute_at drops (it would read past the row), so every
+    step keeps its own loop nest, parallel over the rows: a few more parallel launches per call, each step in
+    vectors."""
+    for block, reducing in zip(blocks, reduces):
+        loops = list(sch.get_loops(block))
+        if not reducing:
+            leading = _leading_loops(sch, loops, rows)
+            if leading is None:
+                raise ValueError("a step whose leading loops do not run over the rows")
+            sch.parallel(sch.fuse(*loops[:leading]) if leading > 1 else loops[0])
+            _vectorise_tail(sch, list(sch.get_loops(block))[1:], lanes)
+            continue
+        if row_axes > 1:
+            sch.fuse(*loops[:row_axes])
+        reduction = loops[row_axes:]
+        fused = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
+        extent = int(sch.get(fused).extent)
+        inner = sch.split(fused, [None, lanes])[1]
+        partial = sch.rfactor(inner, factor_axis=len(sch.get(block).writes[0].source.shape))
+        _, vectors_loop, lanes_loop = sch.get_loops(partial)  # rfactor keeps the order: row, vectors, lanes
+        sch.parallel(sch.get_loops(partial)[0])
+        sch.vectorize(lanes_loop)
+        if extent % lanes:
+            sch.annotate(vectors_loop, PARTITION_HINT, 1)
+        init = sch.decompose_reduction(partial, vectors_loop)
+        sch.vectorize(list(sch.get_loops(init))[-1])
+        sch.parallel(sch.get_loops(block)[0])
 
 
 def schedule(mod, lanes: int) -> Optional[Tuple[object, str]]:
@@ -108,22 +158,37 @@ def schedule(mod, lanes: int) -> Optional[Tuple[object, str]]:
     reduces = [any(_iter_kinds(step)) for step in steps]
     if reduces[-1] or not any(reduces):
         return None
-    lengths, spatial_counts = [], set()
+    lengths, spatial_counts, row_counts = [], set(), set()
     for step, reducing in zip(steps[:-1], reduces):
         if reducing:
             length = _reduces_rows(step)
             if length is None or length < MIN_ROW:
                 return None
             lengths.append(length)
-            spatial_counts.add(sum(1 for r in _iter_kinds(step) if not r))
-    if len(spatial_counts) != 1:
+            spatial = [int(iv.dom.extent) for iv, r in zip(step.iter_vars, _iter_kinds(step)) if not r]
+            spatial_counts.add(len(spatial))
+            row_counts.add(math.prod(spatial))
+    if len(spatial_counts) != 1 or len(row_counts) != 1:
         return None
     row_axes = spatial_counts.pop()
+    row_count = row_counts.pop()
+    if any(_partial_sums(length, lanes) is None for length in lengths):
+        if min(lengths) < 2 * lanes:
+            return None  # a scalar chain per row: the generic schedule's vectors over rows do better
+        try:
+            _separate_stages(sch, blocks, reduces, row_axes, row_count, lanes)
+        except Exception:  # noqa: BLE001 - a step that does not fit the pattern: the generic schedules take it
+            return None
+        return sch, (f"row reductions: {len(lengths)} of rows of {lengths[0]}, each step its own parallel loop, "
+                     f"partial sums of [{lanes}] lanes, the last vector partial")
     try:
         out_loops = sch.get_loops(blocks[-1])
-        if len(out_loops) < row_axes:
+        # the output's leading loops that run over the rows: the same count as the reductions' rows (a mean
+        # kept as (1, C, 1, 1) scales a (1, C, H, W) map: its rows are the output's first two loops)
+        out_axes = _leading_loops(sch, out_loops, row_count)
+        if out_axes is None:
             return None
-        rows = sch.fuse(*out_loops[:row_axes]) if row_axes > 1 else out_loops[0]
+        rows = sch.fuse(*out_loops[:out_axes]) if out_axes > 1 else out_loops[0]
         _vectorise_tail(sch, list(sch.get_loops(blocks[-1]))[1:], lanes)
         widths, partials = [], []
         for block, step, reducing in reversed(list(zip(blocks[:-1], steps, reduces))):

@@ -130,8 +130,8 @@ class KernelClasses(nn.Module):
 class RowReductions(nn.Module):
     """Kernels that reduce rows (schedules/row_reductions.py): a mean over a 28x28 map (rows of 784), a layer
     norm over 40 channels of 49 tokens, a softmax over rows of 24, a mean over a 7x7 map (rows of 49: partial
-    sums of 7 lanes on x86, none on NEON), and a softmax over rows of 197, a prime no partial sums divide (the
-    generic schedule takes it)."""
+    sums of 7 lanes on x86, vectors of 4 and a partial one on NEON), and a softmax over rows of 197, a prime no
+    partial sums divide (vectors and a partial one, each step its own loop)."""
 
     def __init__(self):
         super().__init__()
