@@ -5,6 +5,8 @@ ONNX Runtime on this machine in one run (interleaved rounds, same thread count).
     .venv/bin/python bench/default_schedules.py --runs 20 --json bench/results/default-schedules-<cpu>.json
     .venv/bin/python bench/default_schedules.py --models user,registered --engines rows --runs 30 \
         --json bench/results/user-backbones-<cpu>.json
+    .venv/bin/python bench/default_schedules.py --models registered --engines defaults --baseline <commit> \
+        --json bench/results/default-schedules-vs-<commit>-<cpu>.json
 
 Each model is exported to ONNX and compiled from the file, as a user's own model is: no database of this
 project applies to it. `--models user` takes eight backbones that are not registered models
@@ -14,6 +16,7 @@ interleaved blocks of runs with a pause before each (compiler/bench/measure.py).
 """
 import argparse
 import math
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -91,6 +94,25 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _checkout(commit: str, work: Path) -> Path:
+    """A detached work tree of this repository at `commit`, to build the baseline with its own schedules."""
+    root = Path(__file__).resolve().parent.parent
+    folder = work / "baseline-tree"
+    done = subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(folder), commit],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"--baseline {commit}: not a commit of this repository ({done.stderr.strip().splitlines()[-1]})")
+    return folder
+
+
+def _build_at(checkout: Path, onnx: Path, out: Path) -> Path:
+    """The model built with --database none by the baseline's own compile.py (this interpreter)."""
+    say(f"building {onnx.name} at the baseline")
+    subprocess.run([sys.executable, "compile.py", "--target", "host", "--model", str(onnx), "--database", "none",
+                    "-q", "--out", str(out)], cwd=checkout, check=True, capture_output=True)
+    return out / f"{onnx.stem}.so"
+
+
 def run(args) -> int:
     if args.runs < 1:
         raise UserError(f"--runs {args.runs}: give at least 1")
@@ -103,16 +125,24 @@ def run(args) -> int:
     use_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="dcac-defaults-"))
     image_of, builds = {}, {}
+    baseline = f"TVM default schedules at {args.baseline}" if args.baseline else None
+    checkout = _checkout(args.baseline, work) if args.baseline else None
     for name in names:
         onnx = export(name)
         for k, (engine, overrides) in enumerate(engines.items()):
             builds[name, engine] = compile_model(CompileOptions(
                 target="host", model=str(onnx), database="none", out=str(work / f"{name}-{k}"), **overrides))
         image_of[name] = bench_image(tuple(builds[name, "TVM default schedules"].sidecar["inputs"][0]["shape"]))
+    libraries = {key: build.library for key, build in builds.items()}
+    if baseline:
+        for name in names:
+            libraries[name, baseline] = _build_at(checkout, paths.exported_onnx(name), work / f"{name}-baseline")
+        subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=checkout.parent, capture_output=True)
+        engines[baseline] = {}
     timers = {}
     for name in names:
         for engine in engines:
-            timers[name, engine] = tvm_timer(Model(builds[name, engine].library))
+            timers[name, engine] = tvm_timer(Model(libraries[name, engine]))
         timers[name, "ONNX Runtime"] = onnxruntime_timer(paths.exported_onnx(name), threads, image_of[name])
     rounds, per_round = interleaving(args.runs)
     say(f"measuring {len(timers)} engines, {rounds} interleaved rounds of a block of {per_round} runs each")
@@ -132,6 +162,7 @@ def run(args) -> int:
                                                 for e in engines}}
                for group, members in groups.items() if members}
     command = (f"bench/default_schedules.py --models {args.models} --engines {args.engines} --runs {args.runs}"
+               + (f" --baseline {args.baseline}" if args.baseline else "")
                + (f" --json {args.json}" if args.json else ""))
     report = {"target": "host", "device": f"{host['cpu_model']} ({host['llvm_cpu']})", "machine": host,
               "threads": threads, "runs_per_engine": rounds * per_round, "command": command, "models": models,
@@ -150,6 +181,8 @@ def main() -> int:
                                                           "`defaults` (default schedules only) or `rows` (default "
                                                           "schedules with and without schedules/row_reductions.py)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per engine and model")
+    parser.add_argument("--baseline", help="also build every model at this commit of the repository (a git work "
+                                           "tree) and time it in the same run: is the current code slower?")
     parser.add_argument("--json", help="write the report here (and Markdown beside it)")
     args = parser.parse_args()
     return guarded(lambda: run(args))
