@@ -137,7 +137,8 @@ def run(args) -> int:
     if baseline:
         for name in names:
             libraries[name, baseline] = _build_at(checkout, paths.exported_onnx(name), work / f"{name}-baseline")
-        subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=checkout.parent, capture_output=True)
+        subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree", "remove", "--force",
+                        str(checkout)], capture_output=True)
         engines[baseline] = {}
     timers = {}
     for name in names:
