@@ -430,8 +430,8 @@ def _plan_channel_vector(sch, block, func, machine, iters, extents, kinds, var_o
                 acc = math.prod(reg.values())
                 fmas = acc * vectors * taps * chans  # per R1 pass: FMAs, weight loads, input loads (paired), loop
                 score = fmas / (fmas + vectors * taps * chans + (acc + taps - 1) * chans / 2 + 4)
-                # seven: a 7x7 map's row of accumulators on one vector (a 1x1 convolution over 368 channels at
-                # 7x7 ran 1.56x ONNX Runtime on 49-lane pixel vectors, 0.64x on channel vectors)
+                # seven: a 7x7 map's row of accumulators on one vector (else a 1x1 convolution over 368 channels
+                # at 7x7 falls back to 49-lane pixel vectors: three vectors and one lane)
                 if acc * vectors >= MIN_CHANNEL_ACCUMULATORS and (chosen is None or score > chosen[0]):
                     chosen = (score, v, vectors, reg, chans)
         if chosen is None:
