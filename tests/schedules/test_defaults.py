@@ -24,6 +24,15 @@ def build(tmp_path, name, target, *extra):
     return result, json.loads((out / f"{name}.json").read_text()), out / f"{name}.so"
 
 
+def assert_defaults_match_onnxruntime(tmp_path, name, target) -> None:
+    """Model `name` built with no database, every kernel on a default schedule, verified against ONNX Runtime
+    (relative error <= 1e-4)."""
+    result, sidecar, _ = build(tmp_path, name, target, "--verify")
+    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
+    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
+    assert errors and max(errors) <= 1e-4, result.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CLASSES)
 def test_every_kernel_class_matches_onnxruntime_on_the_host(tmp_path, name):

@@ -1,10 +1,8 @@
 """schedules/row_reductions.py: a kernel that reduces rows runs one row per parallel job, its reductions in vector
 partial sums, and computes what ONNX Runtime computes, on the host and on the emulated Pi."""
-import re
-
 import pytest
 
-from test_defaults import build, default_plans
+from test_defaults import assert_defaults_match_onnxruntime, default_plans
 
 
 @pytest.mark.parametrize("target", ["host", "rpi4"])
@@ -24,7 +22,4 @@ def test_layer_norm_softmax_and_long_means_take_the_row_schedule(tmp_path, targe
 
 @pytest.mark.parametrize("target", ["host", pytest.param("rpi4", marks=[pytest.mark.slow, pytest.mark.emulated])])
 def test_row_reductions_match_onnxruntime(tmp_path, target):
-    result, sidecar, _ = build(tmp_path, "row_reductions", target, "--verify")
-    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
-    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
-    assert errors and max(errors) <= 1e-4, result.stdout
+    assert_defaults_match_onnxruntime(tmp_path, "row_reductions", target)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from test_defaults import build, default_plans
+from test_defaults import assert_defaults_match_onnxruntime, default_plans
 
 
 @pytest.mark.parametrize("target", ["host", "rpi4"])
@@ -42,7 +42,4 @@ def test_padding_is_chosen_only_where_it_pays():
 
 @pytest.mark.parametrize("target", ["host", pytest.param("rpi4", marks=[pytest.mark.slow, pytest.mark.emulated])])
 def test_padded_products_match_onnxruntime(tmp_path, target):
-    result, sidecar, _ = build(tmp_path, "padded_products", target, "--verify")
-    assert sidecar["tuning"]["kernels_default"] == sidecar["tuning"]["kernels_total"] > 0
-    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+) ok", result.stdout)]
-    assert errors and max(errors) <= 1e-4, result.stdout
+    assert_defaults_match_onnxruntime(tmp_path, "padded_products", target)
