@@ -15,7 +15,7 @@ build's ratio to ONNX Runtime in the same run, and their geometric mean over the
 interleaved blocks of runs with a pause before each (compiler/bench/measure.py).
 """
 import argparse
-import math
+from statistics import geometric_mean
 import subprocess
 import sys
 import tempfile
@@ -69,7 +69,7 @@ def model_names(spec: str) -> list:
 
 
 def _geomean(models: dict, names: list, engine: str) -> float:
-    return math.exp(sum(math.log(models[n]["engines"][engine]["ratio_vs_onnxruntime"]) for n in names) / len(names))
+    return geometric_mean(models[n]["engines"][engine]["ratio_vs_onnxruntime"] for n in names)
 
 
 def render(report: dict) -> str:

@@ -15,7 +15,7 @@ parts of cell names. Every build is verified against ONNX Runtime; a cell that f
 not left out.
 """
 import argparse
-import math
+from statistics import geometric_mean
 import sys
 import tempfile
 import time
@@ -36,10 +36,6 @@ SLOW = 2.0  # a cell over this many times ONNX Runtime's time is named in the su
 TARGETS = ("host", "rpi4")
 
 
-def _geomean(ratios: list) -> float:
-    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-
-
 def summarise(cells: dict) -> dict:
     """Cells over SLOW, the geometric mean of the ratios per kind, and the worst cell."""
     ratio = {name: row["ratio_vs_onnxruntime"] for name, row in cells.items()}
@@ -47,9 +43,9 @@ def summarise(cells: dict) -> dict:
     worst = max(ratio, key=ratio.get)
     return {"slow_threshold": SLOW, "over_threshold": sorted((n for n in ratio if ratio[n] > SLOW), key=ratio.get,
                                                              reverse=True),
-            "geomean_by_kind": {kind: _geomean([ratio[n] for n, row in cells.items() if row["kind"] == kind])
+            "geomean_by_kind": {kind: geometric_mean([ratio[n] for n, row in cells.items() if row["kind"] == kind])
                                 for kind in kinds},
-            "geomean": _geomean(list(ratio.values())), "worst": {"cell": worst, "ratio_vs_onnxruntime": ratio[worst]}}
+            "geomean": geometric_mean(list(ratio.values())), "worst": {"cell": worst, "ratio_vs_onnxruntime": ratio[worst]}}
 
 
 def render(report: dict) -> str:

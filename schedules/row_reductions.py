@@ -22,9 +22,6 @@ import math
 from typing import Optional, Tuple
 
 MIN_ROW = 8  # shorter rows: a scalar chain costs about what a vector's horizontal sum does
-# A loop whose last step is partial (a row of 197 in vectors of 16) carries this hint: TVM's LoopPartition then
-# splits that step off, so the whole vectors run with no condition and only the last one is predicated
-PARTITION_HINT = "pragma_loop_partition_hint"
 
 
 def _iter_kinds(block) -> list:
@@ -97,9 +94,7 @@ def _vectorise_tail(sch, loops, lanes: int) -> None:
     if extent <= 1:
         return
     if extent > 4 * lanes:
-        outer, inner = sch.split(inner, [None, 4 * lanes])
-        if extent % (4 * lanes):
-            sch.annotate(outer, PARTITION_HINT, 1)
+        inner = sch.split(inner, [None, 4 * lanes])[1]
     sch.vectorize(inner)
 
 
@@ -133,14 +128,11 @@ def _separate_stages(sch, blocks, reduces, row_axes: int, rows: int, lanes: int)
             sch.fuse(*loops[:row_axes])
         reduction = loops[row_axes:]
         fused = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
-        extent = int(sch.get(fused).extent)
         inner = sch.split(fused, [None, lanes])[1]
         partial = sch.rfactor(inner, factor_axis=len(sch.get(block).writes[0].source.shape))
         _, vectors_loop, lanes_loop = sch.get_loops(partial)  # rfactor keeps the order: row, vectors, lanes
         sch.parallel(sch.get_loops(partial)[0])
         sch.vectorize(lanes_loop)
-        if extent % lanes:
-            sch.annotate(vectors_loop, PARTITION_HINT, 1)
         init = sch.decompose_reduction(partial, vectors_loop)
         sch.vectorize(list(sch.get_loops(init))[-1])
         sch.parallel(sch.get_loops(block)[0])

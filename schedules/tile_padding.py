@@ -27,7 +27,7 @@ def _product_block(sch):
     from tvm.tirx import IterVar
 
     found = None
-    for block_rv in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+    for block_rv in sch.get_child_blocks(sch.get_sblock("root")):
         block = sch.get(block_rv)
         if any(iv.iter_type == IterVar.CommReduce for iv in block.iter_vars):
             if found is not None:
@@ -60,14 +60,6 @@ def _weight_iterators(sch, block) -> set:
         if str(region.source.name) in weights:
             used |= {name for r in region.region for name in _vars_in(r.min)}
     return {i for i, iv in enumerate(block.iter_vars) if str(iv.var.name) in used}
-
-
-def _has_root(sch) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _score(plan, kinds: List[bool], lanes: int) -> float:
@@ -117,14 +109,14 @@ def _awkward(extent: int, lanes: int, innermost: bool) -> bool:
     return extent > 16 and not any(extent % d == 0 for d in range(4, 17))
 
 
-def _padded_extents(extent: int) -> dict:
-    """{padded extent: the smallest factor reaching it} within MAX_WASTE."""
-    out = {}
+def _padding_factors(extent: int) -> List[int]:
+    """For each padded extent within MAX_WASTE, the smallest factor reaching it."""
+    reached = {}
     for factor in range(2, MAX_FACTOR + 1):
         padded = math.ceil(extent / factor) * factor
-        if extent < padded <= extent * (1 + MAX_WASTE) and padded not in out:
-            out[padded] = factor
-    return out
+        if extent < padded <= extent * (1 + MAX_WASTE):
+            reached.setdefault(padded, factor)
+    return list(reached.values())
 
 
 def choose(mod, machine) -> Optional[Tuple[str, List[int], str]]:
@@ -157,7 +149,7 @@ def choose(mod, machine) -> Optional[Tuple[str, List[int], str]]:
         for axis in spatial:
             if padding[axis] > 1:
                 continue
-            for factor in _padded_extents(extents[axis]).values():
+            for factor in _padding_factors(extents[axis]):
                 trial = list(padding)
                 trial[axis] = factor
                 try:
